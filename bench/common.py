@@ -1,0 +1,67 @@
+"""Timing and peak-memory helpers shared by the benchmarks (one process, one device, warm-up first)."""
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from typing import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine(device: torch.device) -> str:
+    """A short description of where the benchmark ran, for the results file."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+class PeakMemory:
+    """Peak memory of a block, in GiB.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` since the block started. CPU: the rise of the process's resident
+    high-water mark, which only grows, so on CPU measure the lighter variant first.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.gib = 0.0
+
+    @staticmethod
+    def _rss_gib() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device) / 2**30
+        else:
+            self._start = self._rss_gib()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.gib = torch.cuda.max_memory_allocated(self.device) / 2**30
+        else:
+            self.gib = max(self._rss_gib() - self._start, 0.0)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]

@@ -1,0 +1,35 @@
+"""The toolkit-agnostic POMP core: CLIP loading, the prompted text encoder, prompt files, vocabularies,
+the embedding cache and the POMP loss. Imports neither detectron2 nor mmseg."""
+from .cache import EmbeddingCache, class_embeddings
+from .classifier import EmbeddingFileError, TextEmbeddingClassifier, classifier_weights, load_embedding_file
+from .clip import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, resolve_dtype
+from .embedder import load_for_prompt, prompted_encoder, vocabulary_embeddings
+from .loss import LocalContrastPlan, correction_margin, plan_local_contrast, pomp_loss, sample_negatives
+from .prompt_file import Prompt, PromptFileError, atomic_save, load_prompt, save_prompt
+from .text_encoder import (
+    FrozenTextTower,
+    HardPromptEncoder,
+    PromptedTextEncoder,
+    PromptWidthError,
+    TokenizedPrompts,
+    tokenize,
+)
+from .vocabularies import (
+    VOCABULARY_NAMES,
+    Vocabulary,
+    VocabularyError,
+    custom_vocabulary,
+    get_vocabulary,
+    read_names_file,
+    resolve_vocabulary,
+)
+
+__all__ = [
+    "EmbeddingFileError", "TextEmbeddingClassifier", "classifier_weights", "load_embedding_file",
+    "EmbeddingCache", "class_embeddings", "TINY_MODEL", "LoadedClip", "WeightsUnavailableError", "load_clip",
+    "resolve_dtype", "load_for_prompt", "prompted_encoder", "vocabulary_embeddings", "LocalContrastPlan",
+    "correction_margin", "plan_local_contrast", "pomp_loss", "sample_negatives", "Prompt", "PromptFileError",
+    "atomic_save", "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
+    "PromptWidthError", "TokenizedPrompts", "tokenize", "VOCABULARY_NAMES", "Vocabulary", "VocabularyError",
+    "custom_vocabulary", "get_vocabulary", "read_names_file", "resolve_vocabulary",
+]

@@ -1,0 +1,95 @@
+"""On-disk cache of class embeddings, keyed by content: (prompt, CLIP weights, dtype, class names).
+
+The key hashes the prompt's ``ctx`` values and a fingerprint of the frozen text tower's weights, never file names,
+so a changed prompt or other weights can never hit a stale entry. Entries are ``.npy`` float32 files written
+atomically; the default folder is ``$POMP_CACHE_DIR`` or ``~/.cache/pomp_plugins/embeddings``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .text_encoder import PromptedTextEncoder
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("POMP_CACHE_DIR", Path.home() / ".cache" / "pomp_plugins" / "embeddings"))
+
+
+def tensor_fingerprint(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers that changes whenever the weights do in practice.
+
+    Hashes every tensor's name, shape, dtype, sum and 1,024 evenly spaced values: cheap (milliseconds for a
+    ViT-L text tower on any device) and different for any two trained or randomly initialised models.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        picks = torch.linspace(0, max(flat.numel() - 1, 0), min(flat.numel(), 1024), device=flat.device).long()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{flat.double().sum().item():.12e}".encode())
+        digest.update(flat[picks].double().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def encoder_fingerprint(encoder: PromptedTextEncoder) -> str:
+    """Content hash of a prompted encoder: its exact ``ctx`` values and its text tower's weights."""
+    ctx = encoder.ctx.detach().float().cpu().contiguous().numpy()
+    return hashlib.sha256(ctx.tobytes() + str(ctx.shape).encode() + tensor_fingerprint(encoder.tower).encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """A folder of ``<key>.npy`` files, each ``[C, D]`` float32 unnormalised class embeddings."""
+
+    def __init__(self, root: Optional[str | os.PathLike] = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def key(self, encoder: PromptedTextEncoder, names: Sequence[str]) -> str:
+        payload = {"format": CACHE_FORMAT, "encoder": encoder_fingerprint(encoder), "names": list(names)}
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
+
+    def get_or_compute(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached ``[C, D]`` float32 tensor (on CPU) for ``key``, computed and stored on a miss."""
+        path = self.root / f"{key}.npy"
+        if path.is_file():
+            try:
+                return torch.from_numpy(np.load(path))
+            except (ValueError, OSError):
+                pass  # an unreadable entry is recomputed and overwritten
+        features = compute().detach().float().cpu()
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npy", dir=self.root)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, features.numpy())
+        os.replace(tmp, path)
+        return features
+
+
+def class_embeddings(
+    encoder: PromptedTextEncoder,
+    names: Sequence[str],
+    cache: Optional[EmbeddingCache] = None,
+    normalize: bool = True,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Classifier weights ``[len(names), D]`` float32 on CPU: one text embedding per class name, no gradient.
+
+    With a ``cache`` the embeddings are computed once per (prompt, CLIP weights, names) and read back after.
+    """
+
+    def compute() -> torch.Tensor:
+        with torch.no_grad():
+            return encoder.encode_names(names, batch_size=batch_size, normalize=False, progress=progress)
+
+    features = cache.get_or_compute(cache.key(encoder, names), compute) if cache else compute().float().cpu()
+    return torch.nn.functional.normalize(features, dim=-1) if normalize else features

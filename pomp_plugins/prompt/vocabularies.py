@@ -1,0 +1,149 @@
+"""Named class vocabularies and validated custom ones.
+
+Sources, never re-typed by hand:
+- ``imagenet21k-p`` (10,450 winter'21 classes POMP trains on), ``imagenet21k`` (21,843): timm's synset files,
+  named by the first WordNet lemma of timm's ``imagenet_synset_to_lemma.txt``;
+- ``imagenet1k``: open_clip's ``IMAGENET_CLASSNAMES`` (OpenAI's cleaned names), keyed by timm's synsets;
+- ``lvis``, ``coco``: detectron2's metadata; ``coco-stuff``, ``voc``, ``ade20k``, ``pascal-context``: mmseg's
+  dataset ``METAINFO``. The core may not import either toolkit, so these are stored in ``data/vocabularies.json``,
+  written by ``tools/make_vocabularies.py`` and checked against their sources by the tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Optional, Sequence
+
+import open_clip
+
+STORED_VOCABULARIES = Path(__file__).resolve().parent.parent / "data" / "vocabularies.json"
+TIMM_VOCABULARIES = {
+    "imagenet21k-p": "imagenet21k_miil_w21_synsets.txt",
+    "imagenet21k": "imagenet21k_goog_synsets.txt",
+}
+VOCABULARY_NAMES = ("imagenet21k-p", "imagenet21k", "imagenet1k", "lvis", "coco", "coco-stuff", "voc", "ade20k",
+                    "pascal-context")
+
+
+class VocabularyError(ValueError):
+    """An unknown vocabulary name, or a class list with empty or duplicate names."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered list of classes.
+
+    ``names``: the text put into prompts, one per class. ``keys``: each class's identifier in its source
+    (WordNet id, dataset class name); equal to ``names`` for custom lists. ``frequency``: LVIS's r/c/f group per
+    class, ``None`` elsewhere. ``synonyms``: LVIS synonyms per class, ``None`` elsewhere.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    keys: tuple[str, ...]
+    frequency: Optional[tuple[str, ...]] = None
+    synonyms: Optional[tuple[tuple[str, ...], ...]] = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, key: str) -> int:
+        """Position of the class whose key (or name) is ``key``."""
+        for candidates in (self.keys, self.names):
+            if key in candidates:
+                return candidates.index(key)
+        raise VocabularyError(f"class {key!r} is not in vocabulary {self.name!r}")
+
+
+def _timm_lines(filename: str) -> list[str]:
+    text = resources.files("timm.data._info").joinpath(filename).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@lru_cache(maxsize=1)
+def wordnet_lemmas() -> dict[str, str]:
+    """WordNet id -> first lemma, for all 21,843 ImageNet-21K synsets (from timm)."""
+    lemmas = {}
+    for line in _timm_lines("imagenet_synset_to_lemma.txt"):
+        wnid, _, words = line.partition("\t")
+        lemmas[wnid] = words.split(",")[0].strip()
+    return lemmas
+
+
+@lru_cache(maxsize=1)
+def _stored() -> dict:
+    return json.loads(STORED_VOCABULARIES.read_text())
+
+
+@lru_cache(maxsize=None)
+def get_vocabulary(name: str) -> Vocabulary:
+    """The named vocabulary (one of ``VOCABULARY_NAMES``)."""
+    if name in TIMM_VOCABULARIES:
+        wnids = tuple(_timm_lines(TIMM_VOCABULARIES[name]))
+        lemmas = wordnet_lemmas()
+        return Vocabulary(name, tuple(lemmas[w] for w in wnids), wnids)
+    if name == "imagenet1k":
+        return Vocabulary(name, tuple(open_clip.IMAGENET_CLASSNAMES), tuple(_timm_lines("imagenet_synsets.txt")))
+    stored = _stored().get(name)
+    if stored is None:
+        raise VocabularyError(f"unknown vocabulary {name!r}; known: {', '.join(VOCABULARY_NAMES)}")
+    synonyms = stored.get("synonyms")
+    return Vocabulary(
+        name,
+        tuple(stored["names"]),
+        tuple(stored["keys"]),
+        tuple(stored["frequency"]) if "frequency" in stored else None,
+        tuple(map(tuple, synonyms)) if synonyms else None,
+    )
+
+
+def custom_vocabulary(names: Sequence[str], name: str = "custom") -> Vocabulary:
+    """A vocabulary from a list of class names; surrounding whitespace is dropped.
+
+    Raises:
+        VocabularyError: the list is empty, a name is empty, or a name appears twice.
+    """
+    cleaned = tuple(n.strip() for n in names)
+    if not cleaned:
+        raise VocabularyError("the class list is empty")
+    empty = [i for i, n in enumerate(cleaned) if not n]
+    if empty:
+        raise VocabularyError(f"empty class name at position(s) {empty}")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(cleaned):
+        if n in seen:
+            raise VocabularyError(f"class name {n!r} appears twice (positions {seen[n]} and {i})")
+        seen[n] = i
+    return Vocabulary(name, cleaned, cleaned)
+
+
+def read_names_file(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file (one per line, blank lines and ``#`` comments skipped) or a JSON list."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".json":
+        names = json.loads(text)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise VocabularyError(f"{path}: expected a JSON list of class names")
+        return names
+    return [line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+
+
+def resolve_vocabulary(
+    vocabulary: Optional[str] = None,
+    names: Optional[str | Sequence[str]] = None,
+    names_file: Optional[str | os.PathLike] = None,
+) -> Vocabulary:
+    """Exactly one of: a vocabulary name, names (a comma-separated string or a list), or a names file."""
+    given = [v is not None for v in (vocabulary, names, names_file)]
+    if sum(given) != 1:
+        raise VocabularyError("give exactly one of a vocabulary name, a list of names, or a names file")
+    if vocabulary is not None:
+        return get_vocabulary(vocabulary)
+    if names is not None:
+        return custom_vocabulary(names.split(",") if isinstance(names, str) else names)
+    return custom_vocabulary(read_names_file(names_file), name=Path(names_file).stem)

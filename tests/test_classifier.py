@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pomp_plugins.prompt import EmbeddingFileError, TextEmbeddingClassifier, classifier_weights, load_embedding_file
+
+
+def test_cosine_logits_with_temperature_and_bias():
+    embeddings = torch.randn(5, 8) * 10
+    classifier = TextEmbeddingClassifier(embeddings, temperature=50.0, bias=-2.0)
+    features = torch.randn(3, 8)
+    expected = 50.0 * F.normalize(features, dim=1) @ F.normalize(embeddings, dim=1).t() - 2.0
+    assert torch.allclose(classifier(features), expected, atol=1e-5)
+    assert "class_embeddings" not in classifier.state_dict()  # a checkpoint never pins a vocabulary
+
+
+def test_swapping_classes_keeps_common_logits():
+    embeddings = torch.randn(5, 8)
+    classifier = TextEmbeddingClassifier(embeddings)
+    features = torch.randn(4, 8)
+    before = classifier(features)
+    classifier.set_class_embeddings(embeddings[[3, 1]])
+    assert classifier.num_classes == 2
+    assert torch.allclose(classifier(features), before[:, [3, 1]])
+    with pytest.raises(EmbeddingFileError, match="dimension 7, the classifier has 8"):
+        classifier.set_class_embeddings(torch.randn(2, 7))
+
+
+def test_embedding_files_in_detics_npy_format(tmp_path):
+    array = (np.random.randn(1203, 512) * 10).astype(np.float16)
+    np.save(tmp_path / "lvis.npy", array)
+    loaded = load_embedding_file(tmp_path / "lvis.npy", dim=512)
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, torch.from_numpy(array.astype(np.float32)))
+    with pytest.raises(EmbeddingFileError, match="dimension 512, but the classifier expects dimension 256"):
+        load_embedding_file(tmp_path / "lvis.npy", dim=256)
+    with pytest.raises(EmbeddingFileError, match="holds 1203 classes but the vocabulary has 2"):
+        classifier_weights(["cat", "dog"], embedding_file=tmp_path / "lvis.npy")
+    np.save(tmp_path / "flat.npy", np.zeros(10))
+    with pytest.raises(EmbeddingFileError, match=r"found \(10,\)"):
+        load_embedding_file(tmp_path / "flat.npy")
+    with pytest.raises(FileNotFoundError):
+        load_embedding_file(tmp_path / "missing.npy")
+
+
+def test_weights_from_a_prompt_over_names():
+    torch.manual_seed(0)
+    weights = classifier_weights(["cat", "dog", "bird"], hard_prompt="a photo of a", clip_model="pomp-tiny",
+                                 clip_pretrained=None, dim=64)
+    assert weights.shape == (3, 64)
+    with pytest.raises(EmbeddingFileError, match="gives 64-d text embeddings.*dimension 512"):
+        classifier_weights(["cat"], hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None,
+                           dim=512)

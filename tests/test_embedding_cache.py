@@ -1,0 +1,52 @@
+import time
+
+import torch
+
+from pomp_plugins.prompt import EmbeddingCache, Prompt, PromptedTextEncoder, class_embeddings, vocabulary_embeddings
+
+
+def test_second_request_reads_the_cache(tmp_path, tiny_clip, monkeypatch):
+    cache = EmbeddingCache(tmp_path)
+    encoder = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
+    names = ["cat", "dog", "zebra"]
+    first = class_embeddings(encoder, names, cache)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the cache was missed")
+
+    monkeypatch.setattr(PromptedTextEncoder, "encode_names", must_not_run)
+    start = time.perf_counter()
+    second = class_embeddings(encoder, names, cache)
+    assert time.perf_counter() - start < 0.5
+    assert torch.equal(first, second) and first.shape == (3, 64)
+
+
+def test_changed_prompt_weights_or_names_never_hit_a_stale_entry(tmp_path, tiny_clip):
+    cache = EmbeddingCache(tmp_path)
+    encoder = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
+    key = cache.key(encoder, ["cat", "dog"])
+    assert cache.key(encoder, ["dog", "cat"]) != key
+    with torch.no_grad():
+        encoder.ctx[0, 0] += 1e-3
+    assert cache.key(encoder, ["cat", "dog"]) != key
+
+    torch.manual_seed(123)
+    from pomp_plugins.prompt import load_clip
+
+    other_weights = load_clip("pomp-tiny", None)
+    other = PromptedTextEncoder.from_clip(other_weights.model, init="a photo of a")
+    assert cache.key(other, ["cat", "dog"]) != cache.key(encoder, ["cat", "dog"])
+    bf16 = PromptedTextEncoder(PromptedTextEncoder.from_clip(load_clip("pomp-tiny", None, dtype="bf16").model).tower,
+                               other.ctx)
+    assert cache.key(bf16, ["cat"]) != cache.key(other, ["cat"])
+
+
+def test_vocabulary_embeddings_end_to_end(tmp_path, tiny_clip):
+    prompt_path = tmp_path / "p.pt"
+    from pomp_plugins.prompt import save_prompt
+
+    save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", None), prompt_path)
+    torch.manual_seed(0)  # vocabulary_embeddings builds its own (random-weight) tiny CLIP
+    weights = vocabulary_embeddings(["cat", "dog"], prompt=prompt_path, clip_pretrained=None, cache=False)
+    assert weights.shape == (2, 64) and torch.allclose(weights.norm(dim=-1), torch.ones(2))

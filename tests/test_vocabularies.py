@@ -1,0 +1,62 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from pomp_plugins.prompt import VOCABULARY_NAMES, VocabularyError, custom_vocabulary, get_vocabulary, resolve_vocabulary
+from pomp_plugins.prompt.vocabularies import STORED_VOCABULARIES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SIZES = {"imagenet21k-p": 10_450, "imagenet21k": 21_843, "imagenet1k": 1000, "lvis": 1203, "coco": 80,
+         "coco-stuff": 171, "voc": 20, "ade20k": 150, "pascal-context": 59}
+
+
+@pytest.mark.parametrize("name", VOCABULARY_NAMES)
+def test_named_vocabularies_have_their_published_sizes(name):
+    vocabulary = get_vocabulary(name)
+    assert len(vocabulary) == SIZES[name] == len(vocabulary.keys) == len(set(vocabulary.keys))
+    assert all(n and n == n.strip() for n in vocabulary.names)
+
+
+def test_stored_copies_equal_their_sources():
+    """data/vocabularies.json must be exactly what detectron2 and mmseg ship today."""
+    spec = importlib.util.spec_from_file_location("make_vocabularies", ROOT / "tools" / "make_vocabularies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert json.loads(STORED_VOCABULARIES.read_text()) == json.loads(json.dumps(module.collect()))
+
+
+def test_imagenet_names_come_from_wordnet_lemmas():
+    vocabulary = get_vocabulary("imagenet21k-p")
+    assert vocabulary.keys[0] == "n00005787" and vocabulary.names[0] == "benthos"
+    assert get_vocabulary("imagenet1k").names[0] == "tench"
+
+
+def test_lvis_carries_frequency_and_synonyms():
+    lvis = get_vocabulary("lvis")
+    assert lvis.keys[0] == "aerosol_can" and lvis.names[0] == "aerosol can"
+    assert set(lvis.frequency) == {"r", "c", "f"} and lvis.frequency.count("r") == 337
+    assert lvis.synonyms[0] == ("aerosol_can", "spray_can")
+    assert lvis.index("aerosol_can") == 0 and lvis.index("aerosol can") == 0
+
+
+def test_custom_lists_and_their_errors(tmp_path):
+    assert custom_vocabulary([" cat", "dog "]).names == ("cat", "dog")
+    with pytest.raises(VocabularyError, match="empty"):
+        custom_vocabulary([])
+    with pytest.raises(VocabularyError, match=r"empty class name at position\(s\) \[1\]"):
+        custom_vocabulary(["cat", " "])
+    with pytest.raises(VocabularyError, match=r"'cat' appears twice \(positions 0 and 2\)"):
+        resolve_vocabulary(names="cat,dog,cat")
+    with pytest.raises(VocabularyError, match="unknown vocabulary 'imagenet42k'"):
+        get_vocabulary("imagenet42k")
+    with pytest.raises(VocabularyError, match="exactly one"):
+        resolve_vocabulary("voc", names="cat")
+    names_json = tmp_path / "names.json"
+    names_json.write_text('["a", "b"]')
+    assert resolve_vocabulary(names_file=names_json).names == ("a", "b")
+    names_json.write_text('{"a": 1}')
+    with pytest.raises(VocabularyError, match="JSON list"):
+        resolve_vocabulary(names_file=names_json)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs pomp_plugins and its whole stack (torch, open_clip, detectron2, mmcv with ops, mmseg) into .venv/.
+#
+# Idempotent: a second run with the same constraints finds its stamp and returns in about a second.
+# Built wheels (mmcv with compiled ops, the re-tagged detectron2) are cached outside the repository in
+# $POMP_WHEEL_CACHE (default ~/.cache/pomp_plugins/wheels), keyed by Python and torch version, so a fresh
+# clone on a machine that built them once installs in seconds. A detectron2 that already imports (e.g. one
+# built from source with CUDA) is kept.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${POMP_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+CACHE=${POMP_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pomp_plugins/wheels}
+CONSTRAINTS=$ROOT/constraints.txt
+
+log() { printf '[install] %s\n' "$*" >&2; }
+
+[ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+VPY=$VENV/bin/python
+pip() { "$VPY" -m pip "$@"; }
+
+stamp_file=$VENV/.pomp_install_stamp
+stamp=$(cat "$CONSTRAINTS" "$ROOT/requirements.txt" "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && "$VPY" -c 'import pomp_plugins' 2>/dev/null; then
+    log "up to date ($VENV)"
+    exit 0
+fi
+
+log "torch and the pure-Python requirements"
+pip install -q -c "$CONSTRAINTS" "setuptools<81" wheel
+pip install -q -c "$CONSTRAINTS" torch torchvision
+pip install -q -c "$CONSTRAINTS" -r "$ROOT/requirements.txt"
+
+py_tag=$("$VPY" -c 'import sys; print(f"py{sys.version_info.major}.{sys.version_info.minor}")')
+torch_tag=$("$VPY" -c 'import torch; print("torch" + torch.__version__.split("+")[0])')
+wheel_dir=$CACHE/$py_tag-$torch_tag
+mkdir -p "$wheel_dir"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# detectron2 is not on the package registries. sal-detectron2 repackages upstream (2024-04) as a cp310-only
+# wheel; without its compiled _C it runs in pure-Python mode (torchvision ROIAlign/NMS), so re-tag it py3.
+if "$VPY" -c 'import detectron2' 2>/dev/null; then
+    log "keeping the detectron2 that already imports"
+else
+    d2_wheel=$(ls "$wheel_dir"/sal_detectron2-0.7.2-py3-none-any.whl 2>/dev/null || true)
+    if [ -z "$d2_wheel" ]; then
+        log "re-tagging sal-detectron2 0.7.2 as a pure-Python wheel"
+        pip download -q --no-deps --only-binary=:all: --python-version 3.10 -d "$work/d2" sal-detectron2==0.7.2
+        "$VPY" -m wheel unpack -d "$work/d2/unpacked" "$work"/d2/sal_detectron2-*.whl >/dev/null
+        unpacked=$(echo "$work"/d2/unpacked/sal_detectron2-0.7.2)
+        rm -f "$unpacked"/detectron2/_C*.so
+        sed -i 's/^Tag: .*/Tag: py3-none-any/; s/^Root-Is-Purelib: .*/Root-Is-Purelib: true/' \
+            "$unpacked"/sal_detectron2-0.7.2.dist-info/WHEEL
+        "$VPY" -m wheel pack -d "$wheel_dir" "$unpacked" >/dev/null
+        d2_wheel=$(ls "$wheel_dir"/sal_detectron2-0.7.2-py3-none-any.whl)
+    fi
+    pip install -q -c "$CONSTRAINTS" "$d2_wheel"
+fi
+
+# mmcv's compiled ops (mmseg imports mmcv._ext) are built once from the sdist: torch 2.14's headers need C++20.
+if "$VPY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev/null; then
+    log "mmcv 2.1.0 with ops already installed"
+else
+    mmcv_wheel=$(ls "$wheel_dir"/mmcv-2.1.0-*.whl 2>/dev/null || true)
+    if [ -z "$mmcv_wheel" ]; then
+        log "building mmcv 2.1.0 with CPU ops (about 11 minutes on 2 cores; cached in $wheel_dir)"
+        pip download -q --no-deps --no-binary=:all: --no-build-isolation -d "$work/mmcv" mmcv==2.1.0
+        tar -xzf "$work"/mmcv/mmcv-2.1.0.tar.gz -C "$work/mmcv"
+        sed -i 's/-std=c++17/-std=c++20/g' "$work/mmcv/mmcv-2.1.0/setup.py"
+        MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+            pip wheel -q --no-deps --no-build-isolation -w "$wheel_dir" "$work/mmcv/mmcv-2.1.0"
+        mmcv_wheel=$(ls "$wheel_dir"/mmcv-2.1.0-*.whl)
+    fi
+    pip install -q -c "$CONSTRAINTS" "$mmcv_wheel"
+fi
+
+log "pomp_plugins (editable)"
+pip install -q -c "$CONSTRAINTS" --no-deps --no-build-isolation -e "$ROOT"
+echo "$stamp" > "$stamp_file"
+log "done: $VENV"
