@@ -59,3 +59,15 @@ def test_openai_torchscript_file_loads_with_quickgelu(tmp_path, tiny_clip):
     loaded = load_clip(TINY_MODEL, str(path))
     assert isinstance(loaded.model.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
     assert torch.equal(loaded.model.token_embedding.weight, tiny_clip.model.token_embedding.weight)
+
+
+def test_random_weights_are_reproducible_and_leave_the_global_rng_alone():
+    torch.manual_seed(7)
+    expected_next = torch.rand(1)
+    torch.manual_seed(7)
+    a = load_clip(TINY_MODEL, None)
+    assert torch.equal(torch.rand(1), expected_next)
+    b = load_clip(TINY_MODEL, None)
+    c = load_clip(TINY_MODEL, None, seed=1)
+    assert torch.equal(a.model.token_embedding.weight, b.model.token_embedding.weight)
+    assert not torch.equal(a.model.token_embedding.weight, c.model.token_embedding.weight)

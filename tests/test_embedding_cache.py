@@ -2,7 +2,15 @@ import time
 
 import torch
 
-from pomp_plugins.prompt import EmbeddingCache, Prompt, PromptedTextEncoder, class_embeddings, vocabulary_embeddings
+from pomp_plugins.prompt import (
+    EmbeddingCache,
+    Prompt,
+    PromptedTextEncoder,
+    class_embeddings,
+    load_clip,
+    save_prompt,
+    vocabulary_embeddings,
+)
 
 
 def test_second_request_reads_the_cache(tmp_path, tiny_clip, monkeypatch):
@@ -31,12 +39,9 @@ def test_changed_prompt_weights_or_names_never_hit_a_stale_entry(tmp_path, tiny_
         encoder.ctx[0, 0] += 1e-3
     assert cache.key(encoder, ["cat", "dog"]) != key
 
-    torch.manual_seed(123)
-    from pomp_plugins.prompt import load_clip
-
-    other_weights = load_clip("pomp-tiny", None)
-    other = PromptedTextEncoder.from_clip(other_weights.model, init="a photo of a")
-    assert cache.key(other, ["cat", "dog"]) != cache.key(encoder, ["cat", "dog"])
+    fresh = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
+    other = PromptedTextEncoder.from_clip(load_clip("pomp-tiny", None, seed=123).model, init="a photo of a")
+    assert cache.key(other, ["cat", "dog"]) != cache.key(fresh, ["cat", "dog"])
     bf16 = PromptedTextEncoder(PromptedTextEncoder.from_clip(load_clip("pomp-tiny", None, dtype="bf16").model).tower,
                                other.ctx)
     assert cache.key(bf16, ["cat"]) != cache.key(other, ["cat"])
@@ -44,9 +49,6 @@ def test_changed_prompt_weights_or_names_never_hit_a_stale_entry(tmp_path, tiny_
 
 def test_vocabulary_embeddings_end_to_end(tmp_path, tiny_clip):
     prompt_path = tmp_path / "p.pt"
-    from pomp_plugins.prompt import save_prompt
-
     save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", None), prompt_path)
-    torch.manual_seed(0)  # vocabulary_embeddings builds its own (random-weight) tiny CLIP
     weights = vocabulary_embeddings(["cat", "dog"], prompt=prompt_path, clip_pretrained=None, cache=False)
     assert weights.shape == (2, 64) and torch.allclose(weights.norm(dim=-1), torch.ones(2))

@@ -72,6 +72,7 @@ def load_clip(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
     cache_dir: Optional[str] = None,
+    seed: int = 0,
 ) -> LoadedClip:
     """Build an open_clip model, load its weights and freeze it.
 
@@ -82,6 +83,9 @@ def load_clip(
         device: where the model lives.
         dtype: precision of the frozen weights: ``auto`` (bf16 on CUDA, fp32 otherwise), fp32, bf16 or fp16.
         cache_dir: open_clip's download cache.
+        seed: random weights (``pretrained=None``) are drawn from this seed, so every process that asks for
+            the same random model gets the same weights (and the same cached embeddings); the global RNG is
+            left untouched.
 
     Raises:
         WeightsUnavailableError: the file does not exist, or the tag is neither cached nor downloadable.
@@ -107,14 +111,16 @@ def load_clip(
             raise ValueError(f"{pretrained!r} is neither a weights file nor a tag of {name}; its tags: {tags}")
 
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name,
-            pretrained=pretrained or None,
-            device=device,
-            force_quick_gelu=quick_gelu,
-            cache_dir=cache_dir,
-            weights_only=weights_only,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name,
+                pretrained=pretrained or None,
+                device=device,
+                force_quick_gelu=quick_gelu,
+                cache_dir=cache_dir,
+                weights_only=weights_only,
+            )
     except RuntimeError as error:
         if pretrained and not os.path.isfile(pretrained):
             raise WeightsUnavailableError(
