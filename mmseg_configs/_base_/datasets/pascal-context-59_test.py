@@ -1,0 +1,20 @@
+# Pascal Context-59 validation set for cross-dataset testing (mmseg's layout; label 0 "background" is ignored).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='PascalContextDataset59',
+        data_root='data/VOCdevkit/VOC2010',
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
+        ann_file='ImageSets/SegmentationContext/val.txt',
+        pipeline=test_pipeline))
+test_evaluator = dict(type='ZeroShotIoUMetric', split=None)
+test_cfg = dict(type='TestLoop')

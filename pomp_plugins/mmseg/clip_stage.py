@@ -1,0 +1,114 @@
+"""ZSSeg's optional second stage: classify each mask proposal's region with the CLIP image encoder, then ensemble
+with the head's class probabilities geometrically.
+
+For class ``c`` with CLIP weight ``w_c``: ``p = p_head ** (1 - w_c) * p_clip ** w_c``, where ``w_c = weight``
+(0.8) for classes not trained on and ``1 - weight`` for seen ones, as in ZSSeg. Without a split every class
+counts as unseen. Proposals whose mask is empty keep ``p_clip = 1``.
+
+The CLIP is frozen and loaded from its weights when the head is built; it is kept out of the module tree, so it
+never enters a checkpoint, and it follows the images to their device on first use.
+"""
+from __future__ import annotations
+
+import math
+import open_clip
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from pomp_plugins.prompt import LoadedClip
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes ``[Q, 4]`` (x0, y0, x1, y1; x1/y1 exclusive, float) of boolean masks ``[Q, H, W]``.
+
+    An empty mask gets the box ``(0, 0, W, H)``.
+    """
+    height, width = masks.shape[-2:]
+    rows, cols = masks.any(2), masks.any(1)
+    y0 = rows.float().argmax(1)
+    y1 = height - rows.flip(1).float().argmax(1)
+    x0 = cols.float().argmax(1)
+    x1 = width - cols.flip(1).float().argmax(1)
+    empty = ~rows.any(1)
+    boxes = torch.stack((x0, y0, x1, y1), dim=1).float()
+    boxes[empty] = torch.tensor([0.0, 0.0, width, height], device=masks.device)
+    return boxes
+
+
+def geometric_ensemble(head_probs: torch.Tensor, clip_probs: torch.Tensor, valid: torch.Tensor,
+                       seen: torch.Tensor, weight: float) -> torch.Tensor:
+    """``head_probs``, ``clip_probs``: ``[..., Q, C]``; ``valid``: ``[..., Q]``; ``seen``: ``[C]`` bool."""
+    clip_probs = torch.where(valid[..., None], clip_probs, torch.ones_like(clip_probs))
+    clip_weight = torch.where(seen, 1.0 - weight, weight).to(head_probs.dtype)
+    return head_probs.pow(1 - clip_weight) * clip_probs.pow(clip_weight)
+
+
+class CLIPProposalClassifier:
+    """Scores masked image regions against class text embeddings with CLIP's image tower.
+
+    Args:
+        clip: the CLIP whose text tower made the class embeddings.
+        weight: ZSSeg's ensemble weight (CLIP's exponent for unseen classes).
+        mask_threshold: a proposal's region is where its mask probability exceeds this.
+    """
+
+    def __init__(self, clip: LoadedClip, weight: float = 0.8, mask_threshold: float = 0.5):
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"clip_stage weight must be in [0, 1], got {weight}")
+        if not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"clip_stage mask_threshold must be in (0, 1), got {mask_threshold}")
+        self.clip, self.weight = clip, weight
+        self.mask_logit_threshold = math.log(mask_threshold / (1 - mask_threshold))
+        cfg = open_clip.get_model_preprocess_cfg(clip.model)
+        self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.model.visual.output_dim
+
+    def _follow(self, device: torch.device) -> None:
+        if next(self.clip.model.parameters()).device != device:
+            self.clip.model.to(device)
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+
+    @torch.no_grad()
+    def region_probs(self, image: torch.Tensor, mask_logits: torch.Tensor,
+                     class_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's class probabilities of each proposal's region in one image.
+
+        Args:
+            image: ``[3, H, W]`` RGB in 0..255 (as loaded, after resizing and padding).
+            mask_logits: ``[Q, h, w]`` proposal mask logits at any resolution covering the same area.
+            class_embeddings: ``[C, D]`` L2-normalised text embeddings from this CLIP.
+
+        Returns:
+            ``probs`` ``[Q, C]`` float32 (softmax over classes; rows of empty proposals are undefined) and
+            ``valid`` ``[Q]`` bool (the proposal's mask is not empty).
+        """
+        self._follow(image.device)
+        size = self.clip.image_size
+        height, width = image.shape[-2:]
+        scale = mask_logits.shape[-1] / width
+        masks = mask_logits > self.mask_logit_threshold
+        valid = masks.flatten(1).any(1)
+        boxes = mask_boxes(masks) / scale  # in image pixels
+        index = torch.arange(len(boxes), device=image.device, dtype=boxes.dtype)[:, None]
+        crops = roi_align(image[None].float(), torch.cat((torch.zeros_like(index), boxes), 1), size,
+                          aligned=True)
+        inside = roi_align(mask_logits[:, None].float(), torch.cat((index, boxes), 1), size, spatial_scale=scale,
+                           aligned=True) > self.mask_logit_threshold
+        crops = (crops / 255.0 - self.mean) / self.std
+        crops = crops * inside  # outside the mask: the mean colour, i.e. zero after normalisation
+        dtype = next(self.clip.model.parameters()).dtype
+        features = self.clip.model.encode_image(crops.to(dtype)).float()
+        logits = self.clip.logit_scale * F.normalize(features, dim=-1) @ class_embeddings.t().float()
+        return logits.softmax(-1), valid
+
+    def ensemble(self, head_probs: torch.Tensor, image: torch.Tensor, mask_logits: torch.Tensor,
+                 class_embeddings: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """One image's ``[Q, C]`` head probabilities ensembled with CLIP's; ``seen``: ``[C]`` bool (see the module
+        docstring)."""
+        clip_probs, valid = self.region_probs(image, mask_logits, class_embeddings)
+        return geometric_ensemble(head_probs, clip_probs.to(head_probs.dtype), valid, seen, self.weight)
