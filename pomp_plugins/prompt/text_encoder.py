@@ -4,9 +4,17 @@ Layout of every prompt, in tokens::
 
     [SOT] ctx_1 ... ctx_n  <name tokens> <"."> [EOT]
 
-The learned ``ctx`` vectors replace the token embeddings right after the start token. The causal mask means the
-feature at the EOT position depends only on the tokens up to it, so each batch is cut right after its last EOT
-token instead of being padded to CLIP's 77: identical results, a fraction of the work.
+The learned ``ctx`` vectors replace the token embeddings right after the start token. The causal mask makes two
+exact savings possible, since the feature at a position depends only on the tokens up to it:
+
+- *cut after EOT*: each batch is cut right after its last EOT token instead of being padded to CLIP's 77;
+- *shared prefix, packed suffixes*: ``[SOT] ctx`` is the same for every prompt, so its hidden states are computed
+  once (batch 1) and every prompt attends to them; the per-token work (layer norms, projections, MLPs) then runs on
+  the real name tokens of all prompts packed into one ``[T, width]`` matrix, with no padding. Only the attention
+  itself sees a padded ``[B, S]`` layout. For ImageNet-21K names with 4 ctx tokens this is about a quarter of the
+  tokens of the cut batch, and a tenth at 16.
+
+Both paths give the same numbers as open_clip's ``encode_text`` (tested to 1e-5 in fp32).
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -127,11 +136,94 @@ class FrozenTextTower(nn.Module):
         length = embeddings.shape[1]
         x = embeddings + self.positional_embedding[:length].to(embeddings.dtype)
         x = self.transformer(x, attn_mask=causal_mask(length, x.dtype, x.device))
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ln_final(x)  # per-token, so taking the EOT rows first is exact
         proj = self.text_projection
         x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
         return x.float()
+
+    @property
+    def packable(self) -> bool:
+        """Whether every block is open_clip's standard self-attention block, which the packed path re-implements."""
+        return all(
+            type(block) is ResidualAttentionBlock
+            and isinstance(block.attn, nn.MultiheadAttention)
+            and block.attn._qkv_same_embed_dim
+            and block.attn.bias_k is None
+            and not block.attn.add_zero_attn
+            for block in self.transformer.resblocks
+        ) and self.transformer.batch_first
+
+    def encode_shared_prefix(self, prefix: torch.Tensor, prompts: TokenizedPrompts) -> torch.Tensor:
+        """Features ``[B, output_dim]`` (float32, not normalised) of prompts that all start with ``prefix``.
+
+        ``prefix``: ``[P, width]`` embeddings of the first ``P`` positions, shared by every prompt (e.g. the start
+        token and ``ctx``); the tokens of ``prompts.ids`` at positions ``P..eot`` follow it.
+        """
+        num_prefix = prefix.shape[0]
+        if not self.packable:
+            ids = prompts.ids[:, num_prefix:]
+            prefix = prefix.to(self.dtype).expand(len(ids), -1, -1)
+            return self(torch.cat([prefix, self.embed(ids)], dim=1), prompts.eot)
+
+        batch, length = prompts.ids.shape
+        positions = torch.arange(length, device=prompts.ids.device).expand(batch, -1)
+        real = (positions >= num_prefix) & (positions <= prompts.eot[:, None])  # [B, L]: the suffix tokens
+        packed = self.embed(prompts.ids[real]) + self.positional_embedding[positions[real]].to(self.dtype)
+        x = torch.cat([prefix.to(self.dtype) + self.positional_embedding[:num_prefix].to(self.dtype), packed])
+        layout = _PackedLayout.of(real, num_prefix)
+        for block in self.transformer.resblocks:
+            x = _packed_block(block, x, layout)
+        lengths = prompts.eot - num_prefix + 1
+        return self._project(x[num_prefix + torch.cumsum(lengths, 0) - 1])
+
+
+@dataclass
+class _PackedLayout:
+    """Where the packed suffix tokens sit in the padded ``[B, S]`` layout that attention uses.
+
+    ``slots``: ``[T]`` int64, row-major index ``b * S + s`` of each packed token; ``mask``: ``[S, P + S]`` bool,
+    True where suffix position ``s`` may attend: every prefix key and the suffix keys up to ``s``. A padded row
+    sees only padding above the diagonal of real rows, so real rows never read padding.
+    """
+
+    num_prefix: int
+    batch: int
+    length: int
+    slots: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def of(cls, real: torch.Tensor, num_prefix: int) -> "_PackedLayout":
+        batch, full_length = real.shape
+        length = full_length - num_prefix
+        slots = torch.arange(batch * full_length, device=real.device).view(batch, full_length)
+        slots = (slots - (torch.arange(batch, device=real.device)[:, None] * num_prefix + num_prefix))[real]
+        query = torch.arange(length, device=real.device)[:, None]
+        key = torch.arange(num_prefix + length, device=real.device)[None, :]
+        return cls(num_prefix, batch, length, slots, key <= query + num_prefix)
+
+
+def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: _PackedLayout) -> torch.Tensor:
+    """One open_clip ``ResidualAttentionBlock`` on ``x = [prefix (P rows); packed suffix tokens (T rows)]``."""
+    attn = block.attn
+    width, heads, num_prefix, batch, length = x.shape[1], attn.num_heads, layout.num_prefix, layout.batch, layout.length
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [P + T, 3 * width]
+    prefix = qkv[:num_prefix].view(num_prefix, 3, heads, -1).permute(1, 2, 0, 3)  # [3, heads, P, head_dim]
+    prefix_out = F.scaled_dot_product_attention(prefix[0], prefix[1], prefix[2], is_causal=True)
+    padded = qkv.new_zeros(batch * length, 3 * width).index_copy(0, layout.slots, qkv[num_prefix:])
+    q, k, v = padded.view(batch, length, 3, heads, -1).permute(2, 0, 3, 1, 4)  # each [B, heads, S, head_dim]
+    k = torch.cat([prefix[1].expand(batch, -1, -1, -1), k], dim=2)
+    v = torch.cat([prefix[2].expand(batch, -1, -1, -1), v], dim=2)
+    suffix_out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask)  # [B, heads, S, head_dim]
+    out = torch.cat([
+        prefix_out.transpose(0, 1).reshape(num_prefix, width),
+        suffix_out.transpose(1, 2).reshape(batch * length, width)[layout.slots],
+    ])
+    x = x + block.ls_1(attn.out_proj(out))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 class PromptedTextEncoder(nn.Module):
@@ -181,10 +273,8 @@ class PromptedTextEncoder(nn.Module):
 
     def forward(self, prompts: TokenizedPrompts) -> torch.Tensor:
         """Projected text features ``[B, D]`` float32 (not normalised), differentiable w.r.t. ``ctx``."""
-        embeddings = self.tower.embed(prompts.ids)
-        ctx = self.ctx.to(embeddings.dtype).expand(embeddings.shape[0], -1, -1)
-        embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + self.n_ctx :]], dim=1)
-        return self.tower(embeddings, prompts.eot)
+        start = self.tower.embed(prompts.ids[:1, 0])  # [1, width]: every prompt begins with the start token
+        return self.tower.encode_shared_prefix(torch.cat([start, self.ctx.to(start.dtype)]), prompts)
 
     def encode_names(
         self,
@@ -226,7 +316,7 @@ class HardPromptEncoder(nn.Module):
         self.tower = tower
 
     def forward(self, prompts: TokenizedPrompts) -> torch.Tensor:
-        return self.tower(self.tower.embed(prompts.ids), prompts.eot)
+        return self.tower.encode_shared_prefix(self.tower.embed(prompts.ids[:1, 0]), prompts)
 
     def encode_texts(
         self, texts: Sequence[str], batch_size: int = 1024, normalize: bool = True, progress: bool = False

@@ -1,0 +1,52 @@
+"""The packed, shared-prefix text path that training uses, against open_clip's own modules at 77 tokens."""
+import open_clip
+import pytest
+import torch
+
+from pomp_plugins.prompt import FrozenTextTower, PromptedTextEncoder, get_vocabulary, load_clip
+
+NAMES = ["dog", "golden retriever", "Ü ñ 日本", "x " * 80, "aerosol can"]
+
+
+def reference_features(clip_model, ctx: torch.Tensor, names) -> torch.Tensor:
+    """CoOp's way: splice ctx into the 77-token embeddings of "X X X X {name}." and run open_clip's transformer."""
+    n_ctx = ctx.shape[0]
+    tokens = open_clip.tokenize([" ".join(["X"] * n_ctx) + f" {name}." for name in names])
+    embedding = clip_model.token_embedding(tokens)
+    x = torch.cat([embedding[:, :1], ctx.expand(len(names), -1, -1), embedding[:, 1 + n_ctx :]], dim=1)
+    x = clip_model.transformer(x + clip_model.positional_embedding, attn_mask=clip_model.attn_mask)
+    x = clip_model.ln_final(x)
+    return x[torch.arange(len(names)), tokens.argmax(dim=-1)] @ clip_model.text_projection
+
+
+@pytest.mark.parametrize("n_ctx", [4, 16])
+def test_features_and_ctx_gradient_match_open_clip(tiny_clip, n_ctx):
+    encoder = PromptedTextEncoder.from_clip(tiny_clip.model, n_ctx, generator=torch.Generator().manual_seed(0))
+    assert encoder.tower.packable
+    weights = torch.randn(len(NAMES), encoder.tower.output_dim, generator=torch.Generator().manual_seed(1))
+
+    ours = encoder(encoder.tokenize(NAMES))
+    (ours * weights).sum().backward()
+    ctx = encoder.ctx.detach().clone().requires_grad_(True)
+    reference = reference_features(tiny_clip.model, ctx, NAMES)
+    (reference * weights).sum().backward()
+
+    assert ((ours.detach() - reference.detach()).abs().max() / reference.abs().max()) < 1e-5
+    assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
+
+
+def test_the_generic_path_for_other_blocks_gives_the_same_features(tiny_clip, monkeypatch):
+    encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
+    names = list(get_vocabulary("imagenet21k-p").names[:50])
+    with torch.no_grad():
+        packed = encoder.encode_names(names, batch_size=16)
+        monkeypatch.setattr(FrozenTextTower, "packable", property(lambda self: False))
+        generic = encoder.encode_names(names, batch_size=16)
+    assert torch.allclose(packed, generic, atol=1e-6)
+
+
+def test_blocks_other_than_open_clips_standard_one_are_not_packed():
+    clip = load_clip("pomp-tiny", None)
+    tower = FrozenTextTower(clip.model)
+    tower.transformer.resblocks[0].attn.add_zero_attn = True  # something the packed path does not implement
+    assert not tower.packable
