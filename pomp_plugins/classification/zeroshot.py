@@ -1,0 +1,126 @@
+"""Zero-shot image classification: class-name prompts through CLIP's text tower, images through its image tower,
+cosine similarity, and top-1 / top-5 / mean per-class accuracy."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..prompt.cache import EmbeddingCache, class_embeddings
+from ..prompt.clip import LoadedClip
+from ..prompt.embedder import prompted_encoder
+from ..prompt.prompt_file import Prompt
+from ..prompt.text_encoder import FrozenTextTower, HardPromptEncoder
+from .image_folder import Batch
+
+TEMPLATE_SETS: dict[str, Sequence[Callable[[str], str]]] = {"openai": open_clip.OPENAI_IMAGENET_TEMPLATES}
+
+
+def text_classifier(
+    clip: LoadedClip,
+    names: Sequence[str],
+    prompt: Optional[str | os.PathLike | Prompt] = None,
+    hard_prompt: Optional[str] = None,
+    templates: Optional[str] = None,
+    cache: Optional[EmbeddingCache] = None,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> torch.Tensor:
+    """L2-normalised class embeddings ``[C, D]`` float32 on CLIP's device.
+
+    Exactly one of: ``prompt`` (a learned POMP prompt), ``hard_prompt`` (a phrase, ``"a photo of a"`` makes
+    ``"a photo of a {name}."``) or ``templates`` (``"openai"``: the 80 templates of OpenAI's ImageNet zero-shot
+    ensemble that open_clip ships; each class is the normalised mean of its normalised template embeddings).
+    """
+    if sum(x is not None for x in (prompt, hard_prompt, templates)) != 1:
+        raise ValueError("give exactly one of a prompt file, a hard prompt, or a template set")
+    device = clip.model.logit_scale.device
+    if templates is None:
+        encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=hard_prompt)
+        features = class_embeddings(encoder, names, cache, batch_size=batch_size, progress=progress)
+        return features.to(device)
+    if templates not in TEMPLATE_SETS:
+        raise ValueError(f"unknown template set {templates!r}; known: {', '.join(TEMPLATE_SETS)}")
+    template_set = TEMPLATE_SETS[templates]
+    texts = [template(name) for name in names for template in template_set]
+    with torch.no_grad():
+        features = HardPromptEncoder(FrozenTextTower(clip.model)).encode_texts(texts, batch_size, True, progress)
+    return F.normalize(features.view(len(names), len(template_set), -1).mean(dim=1), dim=-1)
+
+
+def model_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+@torch.no_grad()
+def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised image features ``[N, D]`` float32 of normalised images ``[N, 3, H, W]`` (any float dtype)."""
+    return F.normalize(model.encode_image(images.to(model_dtype(model.visual))).float(), dim=-1)
+
+
+class AccuracyCounts:
+    """Per-class counts of top-1 hits, top-5 hits and images, as int64 ``[C]`` tensors (summable across ranks)."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        self.counts = torch.zeros(3, num_classes, dtype=torch.long, device=device)  # top-1, top-5, total
+
+    @property
+    def num_classes(self) -> int:
+        return self.counts.shape[1]
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """``logits``: ``[N, C]``; ``labels``: ``[N]`` int64, on the counts' device."""
+        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = ranked == labels[:, None]
+        self.counts[0].index_add_(0, labels, hits[:, 0].long())
+        self.counts[1].index_add_(0, labels, hits.any(dim=1).long())
+        self.counts[2].index_add_(0, labels, torch.ones_like(labels))
+
+    @property
+    def images(self) -> int:
+        return int(self.counts[2].sum())
+
+    def per_class(self) -> torch.Tensor:
+        """Top-1 accuracy of each class ``[C]`` float64, NaN for a class without images."""
+        return self.counts[0].double() / self.counts[2].double()
+
+    def summary(self) -> dict:
+        """Top-1, top-5 and mean per-class accuracy in percent, and the counts behind them."""
+        total = max(self.images, 1)
+        per_class = self.per_class()
+        evaluated = ~per_class.isnan()
+        return {
+            "top1": 100.0 * int(self.counts[0].sum()) / total,
+            "top5": 100.0 * int(self.counts[1].sum()) / total,
+            "mean_per_class": 100.0 * float(per_class[evaluated].mean()) if evaluated.any() else 0.0,
+            "images": self.images,
+            "classes": self.num_classes,
+            "classes_with_images": int(evaluated.sum()),
+        }
+
+
+def evaluate(
+    clip: LoadedClip,
+    text_features: torch.Tensor,
+    batches: Iterable[Batch],
+    progress: bool = False,
+    total: Optional[int] = None,
+) -> tuple[AccuracyCounts, list[str]]:
+    """Classify every image of ``batches`` (CLIP-preprocessed) against ``text_features`` ``[C, D]`` (normalised).
+
+    Returns the accuracy counts and the paths of the images that could not be read.
+    """
+    device = text_features.device
+    counts, skipped = AccuracyCounts(len(text_features), device), []
+    for batch in tqdm(batches, desc="evaluating", unit="batch", total=total, disable=not progress):
+        skipped += batch.skipped
+        if len(batch):
+            features = image_features(clip.model, batch.data.to(device, non_blocking=True))
+            counts.update(features @ text_features.t(), batch.labels.to(device))
+    return counts, skipped
