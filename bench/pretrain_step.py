@@ -1,0 +1,258 @@
+#!/usr/bin/env python
+"""One POMP training step, reference-style vs ours, on the same data in one process.
+
+reference-style (what the released code does, DESIGN.md section 3): the whole CLIP and ``ctx`` in fp16 (fp32 on a
+CPU, where fp16 matmuls are not meaningful), CoOp's prompt learner (token-embedding buffers of all N classes at
+77 tokens, ``ctx`` spliced in), open_clip's own transformer with its 77x77 causal mask, the positive prompt of
+every view of every image encoded again next to the K-1 negatives, then the same loss and an SGD step.
+
+ours (``pomp_plugins.pretrain.PompStep``, the trainer's step): frozen weights in bf16 (fp32 on a CPU), fp32
+``ctx``, image tower under ``no_grad``, each distinct class encoded once, shared ``[SOT] ctx`` prefix and packed name
+tokens; and ours in feature-cache mode (image features read from a memory-mapped file, text side only).
+
+Prints (and with ``--out`` writes) JSON: ms/step, images/s and peak memory of each, ratios, and the loss of both
+on the same first batch (they compute the same loss; on a CPU in fp32 the two agree to about 1e-6).
+
+    python bench/pretrain_step.py --preset cpu --out bench/results/pretrain_step_<machine>.json
+    python bench/pretrain_step.py --preset gpu --out pretrain_step_h200.json
+    python bench/pretrain_step.py --preset gpu --dry-run --device cpu    # the GPU preset's code, shrunk
+"""
+import argparse
+import copy
+import gc
+import itertools
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PeakMemory, machine, synchronize, time_call  # noqa: E402
+
+from pomp_plugins.classification.zeroshot import image_features  # noqa: E402
+from pomp_plugins.prompt import LocalContrastPlan, PromptedTextEncoder, get_vocabulary, load_clip, pomp_loss  # noqa: E402
+from pomp_plugins.pretrain import PompStep, step_negatives  # noqa: E402
+
+PRESETS = {
+    "cpu": {"model": "pomp-tiny", "device": "cpu", "classes": None, "num_sampled": 1000, "batch": 32, "views": 4,
+            "n_ctx": [4], "repeats": 5, "warmup": 2},
+    "gpu": {"model": "ViT-B-16", "device": "cuda", "classes": None, "num_sampled": 1000, "batch": 32, "views": 4,
+            "n_ctx": [4, 16], "repeats": 20, "warmup": 5},
+}
+DRY_RUN = {"classes": 200, "num_sampled": 32, "batch": 2, "views": 2, "repeats": 1, "warmup": 1}
+LR, MOMENTUM, WEIGHT_DECAY, LOG_BASE = 0.002, 0.9, 5e-4, 10.0
+CACHED_IMAGES = 512  # rows of the benchmark's feature-cache file
+DISTINCT_STEPS = 8  # batches of negatives cycled through, so no step repeats the previous one
+
+
+def sgd(parameter: torch.Tensor) -> torch.optim.SGD:
+    return torch.optim.SGD([parameter], lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
+class ReferenceStyleStep:
+    """The released code's step (CoOp's prompt learner and text encoder on open_clip's modules)."""
+
+    def __init__(self, clip_model: nn.Module, names: list[str], n_ctx: int, num_sampled: int, logit_scale: float,
+                 ctx: torch.Tensor, dtype: torch.dtype, device: torch.device):
+        self.model = copy.deepcopy(clip_model).to(device=device, dtype=dtype)
+        self.num_classes, self.logit_scale = len(names), logit_scale
+        placeholder = " ".join(["X"] * n_ctx)
+        tokens = open_clip.tokenize([f"{placeholder} {name}." for name in names]).to(device)  # [N, 77]
+        with torch.no_grad():
+            embedding = self.model.token_embedding(tokens)
+        self.token_prefix = embedding[:, :1]  # CoOp's buffers: [N, 1, width] and [N, 77 - 1 - n_ctx, width]
+        self.token_suffix = embedding[:, 1 + n_ctx :]
+        self.eot = tokens.argmax(dim=-1)
+        self.ctx = nn.Parameter(ctx.detach().to(device=device, dtype=dtype))
+        self.optimizer = sgd(self.ctx)
+
+    def text_features(self, classes: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        ctx = self.ctx.unsqueeze(0).expand(len(classes), -1, -1)
+        x = torch.cat([self.token_prefix[classes], ctx, self.token_suffix[classes]], dim=1)
+        x = x + model.positional_embedding.to(x.dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask)
+        x = model.ln_final(x)
+        return x[torch.arange(len(classes), device=x.device), self.eot[classes]] @ model.text_projection
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        image = F.normalize(self.model.encode_image(images), dim=-1)  # frozen weights: no graph, as in CoOp
+        classes = torch.cat([labels, negatives])  # every view's positive, then the negatives
+        text = F.normalize(self.text_features(classes), dim=-1)
+        rows = torch.arange(len(labels), device=labels.device)
+        plan = LocalContrastPlan(classes, labels, negatives, rows, len(labels) + torch.arange(
+            len(negatives), device=labels.device))
+        return pomp_loss(image, text, plan, self.logit_scale, self.num_classes, LOG_BASE)
+
+    def __call__(self, images, labels, negatives) -> None:
+        loss = self.loss(images, labels, negatives)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+class OursStep:
+    """``PompStep`` with the image tower in front of it, as the trainer runs it."""
+
+    def __init__(self, clip_model: nn.Module, names: list[str], n_ctx: int, num_sampled: int, logit_scale: float,
+                 ctx: torch.Tensor, dtype: torch.dtype, device: torch.device):
+        self.model = copy.deepcopy(clip_model).to(device=device, dtype=dtype)
+        self.encoder = PromptedTextEncoder.from_clip(self.model, n_ctx)
+        with torch.no_grad():
+            self.encoder.ctx.copy_(ctx)
+        self.step = PompStep(self.encoder, self.encoder.tokenize(names), logit_scale, num_sampled, LOG_BASE,
+                             sgd(self.encoder.ctx))
+
+    def loss(self, images, labels, negatives) -> torch.Tensor:
+        return self.step.loss(image_features(self.model, images), labels, negatives)
+
+    def __call__(self, images, labels, negatives) -> None:
+        self.step(image_features(self.model, images), labels, negatives)
+
+
+def cached_features(folder: Path, views: int, dim: int) -> np.ndarray:
+    """A feature-cache file as the trainer writes it: ``[images, V, D]`` float16, normalised; memory-mapped."""
+    path = folder / "features.npy"
+    generator = torch.Generator().manual_seed(1)
+    features = F.normalize(torch.randn(CACHED_IMAGES, views, dim, generator=generator), dim=-1)
+    array = np.lib.format.open_memmap(path, "w+", np.float16, tuple(features.shape))
+    array[:] = features.half().numpy()
+    array.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def measure(step, device: torch.device, repeats: int, warmup: int, images_per_step: int) -> dict:
+    seconds = time_call(step, device, repeats, warmup)
+    return {"ms_per_step": 1e3 * seconds, "images_per_s": images_per_step / seconds}
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--device", default=None, help="override the preset's device")
+    parser.add_argument("--dry-run", action="store_true",
+                        help=f"the preset's code at tiny sizes ({DRY_RUN}), e.g. to check the GPU preset on a CPU")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per variant (median reported)")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    settings = dict(PRESETS[args.preset])
+    if args.dry_run:
+        settings.update(DRY_RUN)
+    if args.device:
+        settings["device"] = args.device
+    if args.repeats:
+        settings["repeats"] = args.repeats
+    device = torch.device(settings["device"])
+    ours_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    reference_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    batch, views = settings["batch"], settings["views"]
+
+    base = load_clip(settings["model"], None, device="cpu", dtype="fp32")
+    names = list(get_vocabulary("imagenet21k-p").names[: settings["classes"]])
+    num_classes, num_sampled = len(names), settings["num_sampled"]
+    size, width = base.image_size, base.model.token_embedding.embedding_dim
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch * views, 3, size, size, generator=generator)
+    labels = torch.randint(num_classes, (batch,), generator=generator).repeat_interleave(views).to(device)
+    negatives = [step_negatives(num_classes, num_sampled, 0, 0, i).to(device) for i in range(DISTINCT_STEPS)]
+
+    def stepper(step, dtype):
+        device_images, counter = images.to(device=device, dtype=dtype), itertools.count()
+        return lambda: step(device_images, labels, negatives[next(counter) % DISTINCT_STEPS])
+
+    result = {
+        "benchmark": "pretrain_step", "preset": args.preset, "dry_run": args.dry_run, "machine": machine(device),
+        "torch": torch.__version__, "model": f"{settings['model']} (random weights)", "classes": num_classes,
+        "num_sampled": num_sampled, "images_per_step": batch, "views": views, "repeats": settings["repeats"],
+        "dtypes": {"ours": f"{str(ours_dtype)[6:]} frozen weights, float32 ctx",
+                   "reference_style": f"{str(reference_dtype)[6:]} whole model and ctx"},
+        "notes": ["images/s counts images (each seen as `views` views) per second of full training steps",
+                  "peak_gib: CUDA max_memory_allocated during the variant (its model copy included); on a CPU the "
+                  "rise of the process's peak RSS, which only grows, so only the first variant's is meaningful"],
+    }
+    if device.type == "cpu":
+        result["notes"].append("CPU: the reference-style step runs in fp32, since fp16 matmuls are not meaningful here")
+    rows = {}
+
+    # Lightest first, for the CPU's peak-RSS measure: feature cache, then ours, then reference-style.
+    with tempfile.TemporaryDirectory() as folder, PeakMemory(device) as memory:
+        ctx = torch.randn(4, width, generator=generator) * 0.02
+        ours = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device)
+        features = cached_features(Path(folder), views, base.model.visual.output_dim)
+        picks = [np.sort(np.random.default_rng(i).choice(CACHED_IMAGES, batch, replace=False))
+                 for i in range(DISTINCT_STEPS)]
+        counter = itertools.count()
+
+        def cached_step():
+            i = next(counter) % DISTINCT_STEPS
+            cached = torch.from_numpy(features[picks[i]]).to(device, non_blocking=True).flatten(0, 1).float()
+            ours.step(cached, labels, negatives[i])
+
+        rows["feature_cache_n_ctx_4"] = measure(cached_step, device, settings["repeats"], settings["warmup"], batch)
+    rows["feature_cache_n_ctx_4"]["peak_gib"] = memory.gib
+    del ours
+    free(device)
+
+    for n_ctx in settings["n_ctx"]:
+        ctx = torch.randn(n_ctx, width, generator=generator) * 0.02
+        entry = {}
+        for name, kind, dtype in (("ours", OursStep, ours_dtype), ("reference_style", ReferenceStyleStep,
+                                                                  reference_dtype)):
+            with PeakMemory(device) as memory:
+                step = kind(base.model, names, n_ctx, num_sampled, base.logit_scale, ctx, dtype, device)
+                first_images = images.to(device=device, dtype=dtype)
+                with torch.no_grad():
+                    entry[f"loss_first_batch_{name}"] = float(step.loss(first_images, labels, negatives[0]))
+                entry[name] = measure(stepper(step, dtype), device, settings["repeats"], settings["warmup"], batch)
+                if name == "ours":
+                    forward = lambda: image_features(step.model, first_images)  # noqa: E731
+                    entry[name]["image_forward_ms"] = 1e3 * time_call(forward, device, settings["repeats"], 1)
+            entry[name]["peak_gib"] = memory.gib
+            del step, first_images
+            free(device)
+        entry["speedup"] = entry["ours"]["images_per_s"] / entry["reference_style"]["images_per_s"]
+        entry["memory_ratio"] = entry["reference_style"]["peak_gib"] / max(entry["ours"]["peak_gib"], 1e-9)
+        entry["loss_abs_difference"] = abs(entry["loss_first_batch_ours"] - entry["loss_first_batch_reference_style"])
+        rows[f"n_ctx_{n_ctx}"] = entry
+    reference_4 = rows["n_ctx_4"]["reference_style"]
+    rows["feature_cache_n_ctx_4"]["speedup_vs_reference_style"] = (
+        rows["feature_cache_n_ctx_4"]["images_per_s"] / reference_4["images_per_s"])
+    result["results"] = rows
+
+    ours_4 = rows["n_ctx_4"]["ours"]
+    if args.dry_run:
+        result["targets"] = "not checked in a dry run (sizes shrunk)"
+    elif device.type == "cuda":
+        result["targets"] = {
+            "ours_n_ctx_4_at_most_20_ms": ours_4["ms_per_step"] <= 20.0,
+            "ours_n_ctx_4_at_most_2.5_gib": ours_4["peak_gib"] <= 2.5,
+            "feature_cache_at_least_10x_reference_images_per_s":
+                rows["feature_cache_n_ctx_4"]["speedup_vs_reference_style"] >= 10.0,
+        }
+    else:
+        result["targets"] = {"ours_at_least_3x_reference_images_per_s": rows["n_ctx_4"]["speedup"] >= 3.0}
+    synchronize(device)
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

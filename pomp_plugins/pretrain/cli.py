@@ -1,0 +1,34 @@
+"""``tools/pretrain_prompt.py``: learn a POMP prompt, on one process or under torchrun."""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from .config import PretrainError, build_parser, config_from_args
+from .trainer import pretrain
+
+DESCRIPTION = """Learn a POMP soft prompt for a frozen CLIP text encoder (local contrast + local correction).
+
+Every default follows the paper's recipe (ViT-B/16, n_ctx 4, 16 shots, 4 views, K=1000, SGD 0.002, cosine, one
+warm-up epoch at 1e-5); the run writes its settings to OUTPUT/config.json."""
+
+EPILOG = """examples:
+  # one GPU, ImageNet-21K-P (DATA/train/<wnid>/*.JPEG; DATA/val is never read)
+  pretrain_prompt.py --data DATA --vocabulary imagenet21k-p --output output/pomp
+  # 8 GPUs
+  torchrun --nproc_per_node 8 tools/pretrain_prompt.py --data DATA --vocabulary imagenet21k-p --output output/pomp
+  # continue an interrupted run
+  pretrain_prompt.py --data DATA --vocabulary imagenet21k-p --output output/pomp --resume auto
+  # text side only, from cached image features of 4 fixed views per image
+  pretrain_prompt.py --data DATA --vocabulary imagenet21k-p --cache-image-features
+"""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    config = config_from_args(argv, build_parser(DESCRIPTION, EPILOG))
+    try:
+        pretrain(config)
+    except PretrainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,192 @@
+"""Every setting of a pre-training run, with the paper's recipe as defaults, in one place.
+
+The command line of ``tools/pretrain_prompt.py`` is generated from ``PretrainConfig`` (``--n-ctx`` sets
+``n_ctx``...), and each run writes its resolved config to ``OUTPUT/config.json``; ``--config FILE`` reads such a
+file back as the defaults of a new run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+# Settings that steer one invocation and may differ when a run is resumed; all others must match.
+RUN_CONTROL = ("output", "resume", "workers", "checkpoint_every_steps", "stop_after_steps", "log_every", "progress",
+               "device")
+
+
+class PretrainError(ValueError):
+    """A run that cannot start as asked: settings that contradict an existing split file or checkpoint."""
+
+
+def _option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+def _optional(kind: type):
+    """Parse ``none`` as ``None`` and anything else with ``kind``."""
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = f"{kind.__name__} or none"
+    return parse
+
+
+def _log_base(text: str) -> Optional[float]:
+    if text.lower() == "none":
+        return None
+    return math.e if text.lower() == "e" else float(text)
+
+
+@dataclass
+class PretrainConfig:
+    """A POMP pre-training run. Defaults follow the paper and its released code (ViT-B/16, ImageNet-21K-P)."""
+
+    # data
+    data: str = _option("", "dataset root: ROOT/<class>/<images>, or ROOT/train/<class>/<images> (ImageNet-21K-P "
+                            "layout; ROOT/val, the test split, is never read)", required=True)
+    output: str = _option("output/pomp", "folder for the prompt, checkpoints, split file, logs and config")
+    vocabulary: Optional[str] = _option(None, "name the class folders (WordNet ids) from this vocabulary, e.g. "
+                                              "imagenet21k-p; default: WordNet lemmas for WordNet-id folders, "
+                                              "else the folder names", type=_optional(str))
+    names_file: Optional[str] = _option(None, "class names: key<TAB>name lines or a JSON object (folder -> name), "
+                                              "or one name per sorted folder", type=_optional(str))
+    allow_unnamed: bool = _option(False, "name a folder without a name by its id, with a warning, instead of "
+                                         "stopping with an error")
+    split_file: Optional[str] = _option(None, "few-shot split file (default OUTPUT/split.json): written on first "
+                                              "use, then read by every process and every rerun",
+                                        type=_optional(str))
+    shots: int = _option(16, "training images per class (a class with fewer uses all it has)")
+    val_per_class: int = _option(1, "held-out training images per class for validation (0: no validation)")
+    views: int = _option(4, "augmented views of each image per step")
+    crop_scale_min: float = _option(0.08, "smallest area fraction of the random resized crop")
+    randaugment_ops: int = _option(2, "RandAugment: operations per view (0: no RandAugment)")
+    randaugment_magnitude: int = _option(9, "RandAugment: magnitude")
+    # model
+    clip_model: str = _option("ViT-B-16", "open_clip model name (pomp-tiny: a tiny model for tests and demos)")
+    clip_pretrained: Optional[str] = _option("openai", "open_clip weights tag, a local weights file, or none for "
+                                                       "random weights", type=_optional(str))
+    dtype: str = _option("auto", "precision of the frozen CLIP: auto = bf16 on CUDA, fp32 on CPU",
+                         choices=["auto", "fp32", "bf16", "fp16"])
+    device: str = _option("auto", "auto = cuda when available (the local rank's GPU under torchrun), else cpu")
+    n_ctx: int = _option(4, "number of learned context vectors (the paper: 4, or 16)")
+    ctx_init: Optional[str] = _option(None, "initialise ctx from this phrase's token embeddings (n_ctx is then "
+                                            "its token count) instead of N(0, ctx_std)", type=_optional(str))
+    ctx_std: float = _option(0.02, "standard deviation of the random ctx initialisation")
+    # loss
+    num_sampled: int = _option(1000, "K: classes per step (the batch's own plus K-1 sampled negatives); capped at "
+                                     "the number of classes")
+    log_base: Optional[float] = _option(10.0, "base of the local-correction margin's log: 10 (the released code "
+                                              "and numbers), e (the paper's formula), or none to turn it off",
+                                        type=_log_base)
+    # optimisation
+    batch_size: int = _option(32, "images per step and process")
+    epochs: Optional[int] = _option(None, "epochs (default: 5 for n_ctx <= 4, 20 above, as in the paper)",
+                                    type=_optional(int))
+    lr: float = _option(0.002, "SGD learning rate after warm-up (cosine-annealed per epoch)")
+    momentum: float = _option(0.9, "SGD momentum")
+    weight_decay: float = _option(5e-4, "SGD weight decay")
+    warmup_epochs: int = _option(1, "epochs at the constant warm-up learning rate")
+    warmup_lr: float = _option(1e-5, "warm-up learning rate")
+    seed: int = _option(1, "seed of the split, the ctx initialisation, the data order, augmentations and negatives")
+    # feature cache
+    cache_image_features: bool = _option(False, "compute the image features of `views` fixed augmented views of "
+                                                "each training image once (memory-mapped file in OUTPUT), then "
+                                                "train the text side only; fixes the augmentations")
+    # run control
+    workers: int = _option(8, "data-loading processes per training process (0: in the main process)")
+    checkpoint_every_steps: int = _option(0, "also checkpoint every N steps (0: only at the end of each epoch)")
+    stop_after_steps: Optional[int] = _option(None, "stop (after checkpointing) once this many steps have run in "
+                                                    "total; continue later with --resume", type=_optional(int))
+    resume: Optional[str] = _option(None, "continue from a checkpoint: a file, or 'auto' for "
+                                          "OUTPUT/checkpoints/last.pt", type=_optional(str))
+    log_every: int = _option(10, "steps between TensorBoard and progress-bar updates of the loss")
+    progress: bool = _option(True, "show progress bars")
+
+    def resolved(self) -> "PretrainConfig":
+        """A copy with the automatic choices (epochs, device) made."""
+        epochs = self.epochs if self.epochs is not None else (5 if self.n_ctx <= 4 else 20)
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return dataclasses.replace(self, epochs=epochs, device=device)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        positive = ("shots", "views", "n_ctx", "num_sampled", "batch_size", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("val_per_class", "workers", "checkpoint_every_steps", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
+        if self.log_base is not None and (self.log_base <= 0 or self.log_base == 1):
+            raise ValueError(f"log_base must be positive and not 1 (or none), got {self.log_base}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PretrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def differences(self, other: "PretrainConfig") -> dict[str, tuple[Any, Any]]:
+        """Settings (other than run control) whose values differ: ``{name: (self's, other's)}``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if k not in RUN_CONTROL and mine[k] != theirs[k]}
+
+
+def build_parser(description: str = "", epilog: str = "") -> argparse.ArgumentParser:
+    """An argument parser with one ``--option`` per ``PretrainConfig`` field, plus ``--config FILE``."""
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="a config.json of an earlier run: its values become the "
+                                                       "defaults, the options given here override them")
+    for spec in dataclasses.fields(PretrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        meta = dict(spec.metadata)
+        help_text = meta.pop("help")
+        meta.pop("required", None)  # checked after --config is applied
+        if isinstance(spec.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{help_text} (default: {spec.default})")
+        else:
+            kind = meta.pop("type", type(spec.default))
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS,
+                                help=f"{help_text} (default: {spec.default})", **meta)
+    return parser
+
+
+def config_from_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None
+                     ) -> PretrainConfig:
+    """The config given by a command line: ``--config`` file values, overridden by the options given."""
+    parser = parser or build_parser()
+    given = vars(parser.parse_args(argv))  # only the options on the command line (the others are suppressed)
+    config_file = given.pop("config")
+    base = PretrainConfig.from_dict(json.loads(Path(config_file).read_text())) if config_file else PretrainConfig()
+    values = base.to_dict() | given
+    if not values["data"]:
+        parser.error("--data is required (the dataset root)")
+    config = PretrainConfig.from_dict(values)
+    try:
+        config.check()
+    except ValueError as error:
+        parser.error(str(error))
+    return config

@@ -1,0 +1,344 @@
+"""The pre-training loop: from a ``PretrainConfig`` to a prompt file, on a CPU, a GPU, or many under torchrun.
+
+Outputs, in ``config.output``: ``config.json`` (the resolved settings), ``split.json`` (the few-shot split),
+``checkpoints/last.pt`` (every epoch, and every N steps if asked), ``prompts/epoch_<e>.pt`` (the prompt after each
+epoch), ``tensorboard/`` (scalars), ``feature_cache/`` (feature-cache mode), and at the end ``prompt.pt`` (the
+learned prompt in the core's format) and ``summary.json`` (validation history, throughput, skipped images).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..classification.image_folder import Batch, ImageListDataset, collate_skipping
+from ..classification.zeroshot import evaluate, image_features
+from ..prompt.clip import load_clip
+from ..prompt.loss import correction_margin
+from ..prompt.prompt_file import Prompt, save_prompt
+from ..prompt.text_encoder import PromptedTextEncoder, encode_in_batches
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import PretrainConfig, PretrainError
+from .data import PROMPT_INIT, EpochBatchSampler, MultiViewDataset, derive_seed, normalize_images, train_augmentation
+from .distributed import Distributed, init_distributed
+from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
+from .objective import PompStep, step_negatives
+from .split import atomic_write_text, prepare_split
+
+
+@dataclass
+class RunState:
+    """Where a run stands; all of it goes into checkpoints.
+
+    ``epoch``: the epoch in progress; ``step_in_epoch``: its batches already done; ``loss_sum``/``rows``: this
+    epoch's summed loss and feature rows so far (this process); ``skipped``: unreadable images seen;
+    ``history``: one record per finished epoch.
+    """
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    loss_sum: float = 0.0
+    rows: int = 0
+    skipped: set = field(default_factory=set)
+    history: list = field(default_factory=list)
+
+
+def learning_rate_factor(config: PretrainConfig, epoch: int) -> float:
+    """Multiplier of ``config.lr`` in ``epoch`` (0-based): the reference's schedule, stepped once per epoch.
+
+    ``warmup_epochs`` at the constant ``warmup_lr``, then cosine from ``lr`` over ``epochs`` counted from the end of
+    the warm-up (Dassl's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR(T_max=epochs)``).
+    """
+    if epoch < config.warmup_epochs:
+        return config.warmup_lr / config.lr
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - config.warmup_epochs) / config.epochs))
+
+
+class Pretrainer:
+    """One process's part of a run. Build it with a resolved config and the process group, then ``run()``."""
+
+    def __init__(self, config: PretrainConfig, dist: Distributed):
+        self.config, self.dist = config, dist
+        self.out = Path(config.output)
+        resume_from = self._checkpoint_to_resume()
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        self.split = prepare_split(
+            config.split_file or self.out / "split.json", config.data, dist.is_main, dist.barrier,
+            shots=config.shots, val_per_class=config.val_per_class, seed=config.seed, vocabulary=config.vocabulary,
+            names_file=config.names_file, allow_unnamed=config.allow_unnamed)
+
+        self.clip = load_clip(config.clip_model, config.clip_pretrained, device=dist.device, dtype=config.dtype)
+        self.encoder = PromptedTextEncoder.from_clip(
+            self.clip.model, config.n_ctx, init=config.ctx_init, std=config.ctx_std,
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)))
+        self.class_prompts = self.encoder.tokenize(self.split.names)
+        self.num_sampled = min(config.num_sampled, len(self.split.names))
+        if self.num_sampled < config.num_sampled:
+            warnings.warn(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: "
+                          f"using all {self.num_sampled} (a full softmax)")
+        self.optimizer = torch.optim.SGD([self.encoder.ctx], lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(learning_rate_factor, config))
+        self.step = PompStep(self.encoder, self.class_prompts, self.clip.logit_scale, self.num_sampled,
+                             config.log_base, self.optimizer, partial(dist.average_gradient, self.encoder.ctx))
+        self.state = RunState()
+        self.train_data = self._train_dataset()
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.epoch_loss = torch.tensor(self.state.loss_sum, dtype=torch.float64, device=dist.device)
+        self.writer = None
+        if dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.out / "tensorboard", purge_step=self.state.global_step or None)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(f"[pomp] {message}")
+
+    def _checkpoint_to_resume(self) -> Optional[dict]:
+        if not self.config.resume:
+            return None
+        path = self.out / "checkpoints" / "last.pt" if self.config.resume == "auto" else Path(self.config.resume)
+        state = load_checkpoint(path)
+        different = PretrainConfig.from_dict(state["config"]).differences(self.config)
+        if different:
+            raise PretrainError(f"{path} belongs to a run with other settings {different} (checkpoint, now); resume "
+                             "with the same settings or start a new run")
+        return state
+
+    def _train_dataset(self) -> Dataset:
+        config = self.config
+        paths, labels = self.split.paths(config.data, "train")
+        augment = train_augmentation(self.clip.image_size, config.crop_scale_min, config.randaugment_ops,
+                                     config.randaugment_magnitude)
+        views = MultiViewDataset(paths, labels, augment, config.views, config.seed)
+        if not config.cache_image_features:
+            return views
+        settings = {"image_size": self.clip.image_size, "crop_scale_min": config.crop_scale_min,
+                    "randaugment": [config.randaugment_ops, config.randaugment_magnitude],
+                    "dtype": str(next(self.clip.model.visual.parameters()).dtype)}
+        started = time.perf_counter()
+        cache = build_feature_cache(self.out / "feature_cache", cache_key(self.clip, views, settings), views,
+                                    self.clip, self.dist, config.batch_size, config.workers, config.progress)
+        self.log(f"feature cache ready: {len(paths)} images x {config.views} views in "
+                 f"{time.perf_counter() - started:.1f} s ({self.out / 'feature_cache'})")
+        self.state.skipped |= set(cache.skipped)
+        return CachedFeatureDataset(cache, paths, labels)
+
+    def _restore(self, state: dict) -> None:
+        with torch.no_grad():
+            self.encoder.ctx.copy_(state["ctx"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = RunState(state["epoch"], state["step_in_epoch"], state["global_step"], state["loss_sum"],
+                              state["rows"], set(state["skipped"]) | self.state.skipped, state["history"])
+        rng = state["rng"]
+        set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
+        self.log(f"resumed from step {self.state.global_step} (epoch {self.state.epoch + 1}, "
+                 f"batch {self.state.step_in_epoch})")
+
+    # ---------------------------------------------------------------------------------------------- the run
+    def run(self) -> Optional[Path]:
+        """Train to the last epoch and write the prompt; ``None`` if stopped early by ``stop_after_steps``."""
+        config, dist = self.config, self.dist
+        batches = EpochBatchSampler.batches_per_epoch(len(self.train_data), config.batch_size, dist.world_size)
+        margin = "off" if config.log_base is None else (
+            f"{correction_margin(len(self.class_prompts), self.num_sampled, torch.tensor([0]), config.log_base).item():.3f}")
+        self.log(f"{len(self.split.names)} classes, {len(self.split.train)} training and {len(self.split.val)} "
+                 f"validation images, {config.views} views; K={self.num_sampled}, correction margin {margin}; "
+                 f"{dist.world_size} process(es) on {dist.device}, {batches} steps per epoch, {config.epochs} epochs")
+        if self.split.empty_classes:
+            self.log(f"warning: {len(self.split.empty_classes)} class folders have no images: "
+                     f"{', '.join(self.split.empty_classes[:10])}")
+        while self.state.epoch < config.epochs:
+            started = time.perf_counter()
+            if not self._train_epoch(batches):
+                return None
+            seconds = time.perf_counter() - started
+            totals = dist.sum_(torch.stack([self.epoch_loss, self.epoch_loss.new_tensor(self.state.rows)]))
+            record = {"epoch": self.state.epoch + 1, "lr": self.scheduler.get_last_lr()[0],
+                      "train_loss": float(totals[0] / totals[1].clamp(min=1)), "seconds": seconds,
+                      "validation": self._validate()}
+            self.state.history.append(record)
+            self._log_epoch(record)
+            self.scheduler.step()
+            self.state.epoch += 1
+            self.state.step_in_epoch, self.state.rows = 0, 0
+            self.epoch_loss.zero_()
+            self._save_checkpoint()
+            if dist.is_main:
+                save_prompt(self._prompt({"epoch": self.state.epoch}), self.out / "prompts" / f"epoch_{self.state.epoch}.pt")
+        return self._finish()
+
+    def _train_epoch(self, batches: int) -> bool:
+        """The rest of the current epoch; False if ``stop_after_steps`` stopped it (after a checkpoint)."""
+        config, dist, state = self.config, self.dist, self.state
+        sampler = EpochBatchSampler(len(self.train_data), config.batch_size, dist.rank, dist.world_size, config.seed,
+                                    state.epoch, start=state.step_in_epoch)
+        loader = DataLoader(self.train_data, batch_sampler=sampler, num_workers=config.workers,
+                            collate_fn=collate_skipping, pin_memory=dist.device.type == "cuda",
+                            generator=torch.Generator())  # keeps the global RNG untouched
+        bar = tqdm(total=batches, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
+                   unit="step", disable=not (config.progress and dist.is_main), dynamic_ncols=True)
+        logged_loss, logged_rows = state.loss_sum, state.rows
+        window_images, window_start = 0, time.perf_counter()
+        for batch in loader:
+            if config.stop_after_steps is not None and state.global_step >= config.stop_after_steps:
+                bar.close()
+                self._save_checkpoint()
+                self.log(f"stopped after {state.global_step} steps; continue with --resume")
+                return False
+            state.skipped.update(batch.skipped)
+            rows = len(batch) * config.views
+            loss = self.step(*self._features_and_labels(batch), step_negatives(
+                len(self.class_prompts), self.num_sampled, config.seed, dist.rank, state.global_step).to(dist.device))
+            if loss is not None:
+                self.epoch_loss += loss.double() * rows
+                state.rows += rows
+            window_images += len(batch)
+            state.step_in_epoch += 1
+            state.global_step += 1
+            bar.update()
+            if state.global_step % config.log_every == 0 or state.step_in_epoch == batches:
+                state.loss_sum = float(self.epoch_loss)  # one device sync per log interval
+                mean_loss = (state.loss_sum - logged_loss) / max(state.rows - logged_rows, 1)
+                images_per_s = window_images * dist.world_size / (time.perf_counter() - window_start)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
+                if self.writer is not None:
+                    self.writer.add_scalar("train/loss", mean_loss, state.global_step)
+                    self.writer.add_scalar("train/images_per_s", images_per_s, state.global_step)
+                    self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], state.global_step)
+                logged_loss, logged_rows = state.loss_sum, state.rows
+                window_images, window_start = 0, time.perf_counter()
+            if config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0:
+                self._save_checkpoint()
+        bar.close()
+        return True
+
+    def _features_and_labels(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised image features ``[B*V, D]`` and their labels ``[B*V]`` (each view keeps its image's label)."""
+        device = self.dist.device
+        labels = batch.labels.to(device).repeat_interleave(self.config.views)
+        if not len(batch):
+            return torch.empty(0, device=device), labels
+        data = batch.data.to(device, non_blocking=True).flatten(0, 1)
+        if self.config.cache_image_features:
+            return data.float(), labels
+        preprocess = self.clip.model.visual.preprocess_cfg
+        images = normalize_images(data, preprocess["mean"], preprocess["std"], self.encoder.tower.dtype)
+        return image_features(self.clip.model, images), labels
+
+    def _validate(self) -> Optional[dict]:
+        """Zero-shot accuracy over all classes on the held-out images, split across ranks; None without any."""
+        paths, labels = self.split.paths(self.config.data, "val")
+        if not paths:
+            return None
+        rank, world = self.dist.rank, self.dist.world_size
+        loader = DataLoader(ImageListDataset(paths[rank::world], labels[rank::world], self.clip.preprocess),
+                            batch_size=self.config.batch_size * self.config.views, num_workers=self.config.workers,
+                            collate_fn=collate_skipping, pin_memory=self.dist.device.type == "cuda")
+        with torch.no_grad():
+            text = encode_in_batches(self.encoder, self.class_prompts, 1024, normalize=True, progress=False)
+        counts, skipped = evaluate(self.clip, text, loader, progress=self.config.progress and self.dist.is_main,
+                                   total=len(loader))
+        self.state.skipped.update(skipped)
+        self.dist.sum_(counts.counts)
+        return counts.summary()
+
+    def _log_epoch(self, record: dict) -> None:
+        validation = record["validation"]
+        accuracy = "" if validation is None else (
+            f", validation top-1 {validation['top1']:.2f}% top-5 {validation['top5']:.2f}% "
+            f"({validation['images']} images)")
+        self.log(f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, lr {record['lr']:.2e}, "
+                 f"{record['seconds']:.1f} s{accuracy}")
+        if self.writer is not None:
+            self.writer.add_scalar("epoch/train_loss", record["train_loss"], record["epoch"])
+            if validation is not None:
+                for metric in ("top1", "top5", "mean_per_class"):
+                    self.writer.add_scalar(f"val/{metric}", validation[metric], record["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    # ------------------------------------------------------------------------------------------- outputs
+    def _save_checkpoint(self) -> None:
+        """Every rank takes part (its RNG state and skipped images); the main process writes."""
+        self.state.loss_sum = float(self.epoch_loss)
+        rng = self.dist.gather(rng_state())
+        skipped = sorted(set().union(*self.dist.gather(sorted(self.state.skipped))))
+        if self.dist.is_main:
+            state = self.state
+            save_checkpoint(self.out / "checkpoints" / "last.pt", {
+                "ctx": self.encoder.ctx.detach().cpu(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
+                "global_step": state.global_step, "loss_sum": state.loss_sum, "rows": state.rows, "skipped": skipped,
+                "history": state.history, "config": self.config.to_dict(), "rng": rng,
+            })
+        self.dist.barrier()
+
+    def _prompt(self, extra: dict) -> Prompt:
+        config = self.config
+        meta = {"method": "POMP", "n_ctx": config.n_ctx, "num_classes": len(self.class_prompts),
+                "num_sampled": self.num_sampled, "log_base": config.log_base, "epochs": config.epochs,
+                "shots": config.shots, "seed": config.seed, "world_size": self.dist.world_size,
+                "data": config.data, "vocabulary": config.vocabulary, **extra}
+        return Prompt(self.encoder.ctx.detach().cpu(), self.clip.name, self.clip.pretrained, meta=meta)
+
+    def _finish(self) -> Path:
+        ctx = self.encoder.ctx.detach().cpu().contiguous()
+        digests = self.dist.gather(hashlib.sha256(ctx.numpy().tobytes()).hexdigest())
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"the processes ended with different prompts (sha256 by rank: {digests})")
+        skipped = sorted(set().union(*self.dist.gather(sorted(self.state.skipped))))
+        prompt_path = self.out / "prompt.pt"
+        if self.dist.is_main:
+            save_prompt(self._prompt({"history": self.state.history}), prompt_path)
+            summary = {"prompt": str(prompt_path), "steps": self.state.global_step, "epochs": self.config.epochs,
+                       "world_size": self.dist.world_size, "ctx_sha256_by_rank": digests,
+                       "history": self.state.history, "skipped_images": len(skipped), "skipped_paths": skipped,
+                       "empty_classes": self.split.empty_classes}
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            if skipped:
+                self.log(f"skipped {len(skipped)} unreadable images (listed in {self.out / 'summary.json'}), "
+                         f"e.g. {skipped[:3]}")
+            if self.split.empty_classes:
+                self.log(f"{len(self.split.empty_classes)} class folders had no images: "
+                         f"{', '.join(self.split.empty_classes[:10])}")
+            self.log(f"prompt written to {prompt_path}")
+        self.dist.barrier()
+        return prompt_path
+
+
+def pretrain(config: PretrainConfig) -> Optional[Path]:
+    """Run (or continue) pre-training as ``config`` says, in this process's part of the process group.
+
+    Returns the prompt file, or ``None`` if the run stopped early (``stop_after_steps``).
+    """
+    config = config.resolved()
+    config.check()
+    dist = init_distributed(config.device)
+    try:
+        trainer = Pretrainer(config, dist)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
+    finally:
+        dist.close()

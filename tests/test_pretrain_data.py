@@ -1,0 +1,150 @@
+"""Pre-training data: class naming, the few-shot split, corrupt images, augmentations, data order, negatives."""
+import math
+
+import pytest
+import torch
+
+from pomp_plugins.classification.image_folder import (
+    ImageFolder,
+    Sample,
+    Skipped,
+    class_names,
+    collate_skipping,
+)
+from pomp_plugins.prompt import VocabularyError, get_vocabulary
+from pomp_plugins.pretrain.config import PretrainConfig, PretrainError
+from pomp_plugins.pretrain.data import EpochBatchSampler, MultiViewDataset, train_augmentation
+from pomp_plugins.pretrain.objective import step_negatives
+from pomp_plugins.pretrain.split import FewShotSplit, draw_split, prepare_split
+from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
+from pomp_plugins.pretrain.trainer import learning_rate_factor
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """DATA/train with 3 classes of 5, 5 and 2 images, an empty class folder, one corrupt and one truncated file."""
+    data = tmp_path / "data"
+    make_image_folder(data / "train", class_list(3), 5, size=24)
+    for extra in list((data / "train" / "green_circle").iterdir())[2:]:
+        extra.unlink()
+    (data / "train" / "empty_class").mkdir()
+    (data / "train" / "red_circle" / "corrupt.jpg").write_bytes(b"this is not a JPEG")
+    good = (data / "train" / "blue_circle" / "0000.png").read_bytes()
+    (data / "train" / "blue_circle" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (data / "val" / "red_circle").mkdir(parents=True)  # the test split: must never be read
+    return data
+
+
+def test_wordnet_folders_are_named_and_unknown_ids_are_clear_errors():
+    vocabulary = get_vocabulary("imagenet21k-p")
+    keys = [vocabulary.keys[0], vocabulary.keys[5]]
+    assert class_names(keys, vocabulary) == [vocabulary.names[0], vocabulary.names[5]]
+    assert class_names(keys) == [vocabulary.names[0], vocabulary.names[5]]  # WordNet lemmas by default
+    with pytest.raises(VocabularyError, match=r"1 of 2 class folders have no name.*n99999999.*--allow-unnamed"):
+        class_names([keys[0], "n99999999"], vocabulary)
+    with pytest.warns(UserWarning, match="n99999999"):
+        assert class_names([keys[0], "n99999999"], vocabulary, allow_unnamed=True)[1] == "n99999999"
+
+
+def test_names_files_map_or_list_the_folders(tmp_path):
+    mapping = tmp_path / "names.tsv"
+    mapping.write_text("b_dir\tbee\na_dir\tant\n")
+    assert class_names(["a_dir", "b_dir"], names_file=mapping) == ["ant", "bee"]
+    listed = tmp_path / "names.txt"
+    listed.write_text("ant\nbee\n")
+    assert class_names(["a_dir", "b_dir"], names_file=listed) == ["ant", "bee"]
+    with pytest.raises(VocabularyError, match="lists 2 names but there are 3 class folders"):
+        class_names(["a", "b", "c"], names_file=listed)
+    assert class_names(["traffic_light"]) == ["traffic light"]
+
+
+def test_few_shot_split_is_deterministic_capped_and_disjoint(tree):
+    first = draw_split(tree, shots=3, val_per_class=1, seed=7)
+    again = draw_split(tree, shots=3, val_per_class=1, seed=7)
+    other = draw_split(tree, shots=3, val_per_class=1, seed=8)
+    assert first == again and first.train != other.train
+    assert first.image_root == "train" and first.empty_classes == ["empty_class"]
+    per_class = [sum(label == c for _, label in first.train) for c in range(len(first.keys))]
+    # blue (6 files), empty, green (2 files: fewer than the shots), red (6 files)
+    assert first.keys == ["blue_circle", "empty_class", "green_circle", "red_circle"]
+    assert per_class == [3, 0, 2, 3]
+    assert not {p for p, _ in first.train} & {p for p, _ in first.val}
+    assert sum(label == 2 for _, label in first.val) == 0  # green has nothing left after its shots
+    # a class's draw does not depend on the other classes
+    (tree / "train" / "blue_circle").rename(tree / "blue_circle_moved")
+    without_blue = draw_split(tree, shots=3, val_per_class=1, seed=7)
+    red = first.keys.index("red_circle")
+    assert [p for p, l in without_blue.train if l == without_blue.keys.index("red_circle")] == \
+           [p for p, l in first.train if l == red]
+
+
+def test_split_file_is_written_once_and_rejects_other_settings(tree, tmp_path):
+    path = tmp_path / "split.json"
+    settings = dict(shots=2, val_per_class=1, seed=1, vocabulary=None, names_file=None, allow_unnamed=False)
+    split = prepare_split(path, tree, True, lambda: None, **settings)
+    written = path.read_text()
+    (tree / "train" / "red_circle" / "0000.png").unlink()  # the dataset changes; the split file holds
+    assert prepare_split(path, tree, True, lambda: None, **settings) == split == FewShotSplit.load(path)
+    assert path.read_text() == written
+    with pytest.raises(PretrainError, match=r"other settings \{'shots': \(2, 3\)\}"):
+        prepare_split(path, tree, True, lambda: None, **{**settings, "shots": 3})
+
+
+def test_unreadable_images_are_skipped_and_reported(tree):
+    folder = ImageFolder.scan(tree / "train")
+    dataset = MultiViewDataset(folder.paths, folder.labels, train_augmentation(16), views=2, seed=0)
+    items = [dataset[(0, i)] for i in range(len(dataset))]
+    skipped = sorted(item.path.split("/")[-1] for item in items if isinstance(item, Skipped))
+    assert skipped == ["corrupt.jpg", "truncated.png"]
+    batch = collate_skipping(items[:8])
+    readable = sum(isinstance(item, Sample) for item in items[:8])
+    assert batch.data.shape == (readable, 2, 3, 16, 16) and batch.data.dtype == torch.uint8
+    assert len(batch.labels) == readable and len(batch.skipped) == 8 - readable
+    empty = collate_skipping([Skipped("x")])
+    assert len(empty) == 0 and empty.skipped == ["x"]
+
+
+def test_views_depend_only_on_seed_epoch_and_image(tree):
+    folder = ImageFolder.scan(tree / "train")
+    dataset = MultiViewDataset(folder.paths, folder.labels, train_augmentation(16), views=3, seed=5)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = dataset[(2, 0)].data
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is untouched
+    torch.manual_seed(999)
+    assert torch.equal(a, dataset[(2, 0)].data)
+    assert not torch.equal(a, dataset[(3, 0)].data) and not torch.equal(a[0], a[1])
+
+
+def test_batches_cover_each_epoch_once_and_resume_mid_epoch():
+    full = list(EpochBatchSampler(10, 3, 0, 1, seed=1, epoch=0))
+    indices = [i for batch in full for _, i in batch]
+    assert sorted(indices) == list(range(10)) and len(full) == 4
+    assert list(EpochBatchSampler(10, 3, 0, 1, seed=1, epoch=0, start=2)) == full[2:]
+    assert [i for b in EpochBatchSampler(10, 3, 0, 1, seed=1, epoch=1) for _, i in b] != indices
+    ranks = [[i for b in EpochBatchSampler(7, 2, r, 2, seed=1, epoch=0) for _, i in b] for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 4 and set(ranks[0] + ranks[1]) == set(range(7))
+    assert EpochBatchSampler.batches_per_epoch(7, 2, 2) == 2
+
+
+def test_negatives_come_from_run_seed_rank_and_step():
+    a = step_negatives(1000, 50, seed=1, rank=0, step=3)
+    assert torch.equal(a, step_negatives(1000, 50, seed=1, rank=0, step=3)) and len(set(a.tolist())) == 49
+    assert not torch.equal(a, step_negatives(1000, 50, seed=1, rank=1, step=3))
+    assert not torch.equal(a, step_negatives(1000, 50, seed=1, rank=0, step=4))
+
+
+def test_learning_rate_follows_the_reference_schedule():
+    config = PretrainConfig(data="x", epochs=5).resolved()
+    lrs = [config.lr * learning_rate_factor(config, epoch) for epoch in range(5)]
+    expected = [1e-5] + [0.002 * 0.5 * (1 + math.cos(math.pi * e / 5)) for e in range(4)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_defaults_are_the_papers_recipe():
+    config = PretrainConfig(data="x").resolved()
+    assert (config.lr, config.momentum, config.weight_decay, config.warmup_lr, config.warmup_epochs) == (
+        0.002, 0.9, 5e-4, 1e-5, 1)
+    assert (config.n_ctx, config.epochs, config.shots, config.views, config.batch_size) == (4, 5, 16, 4, 32)
+    assert (config.num_sampled, config.log_base, config.ctx_std, config.clip_model) == (1000, 10.0, 0.02, "ViT-B-16")
+    assert PretrainConfig(data="x", n_ctx=16).resolved().epochs == 20
