@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Train an mmseg model from a config (mmengine ``Runner``), e.g. a POMP zero-shot segmentor.
+
+    python tools/train.py mmseg_configs/zsseg_r101_coco-stuff-156-15_512x512_60k.py --work-dir work_dirs/zsseg
+    torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch        # distributed (mmengine launcher)
+
+Arguments as mmseg's own ``tools/train.py``. Local checkpoints (``--resume``, ``load_from``) are unpickled in full,
+which torch >= 2.6 refuses by default for mmengine's checkpoints: use checkpoints you trust.
+"""
+import argparse
+import sys
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from pomp_plugins.mmseg import trusted_local_checkpoints
+from pomp_plugins.mmseg.runner_args import add_runner_arguments, load_runner_config
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="train config file")
+    parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision")
+    add_runner_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    cfg = load_runner_config(args)
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    cfg.resume = args.resume
+    return cfg
+
+
+def main(argv=None) -> int:
+    runner = Runner.from_cfg(build_config(parse_args(argv)))
+    with trusted_local_checkpoints():
+        runner.train()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
