@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Train and evaluate POMP open-vocabulary detectors with detectron2.
+
+    python tools/train_net.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml --num-gpus 8
+    python tools/train_net.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml --eval-only \\
+        MODEL.WEIGHTS output/pomp/BoxSup-POMP_LVIS-base_R50-FPN_1x/model_final.pth
+    python tools/train_net.py --config-file ... --eval-only --test-vocabulary coco \\
+        --dataset coco_val coco datasets/coco/annotations/instances_val2017.json datasets/coco/val2017 \\
+        DATASETS.TEST '("coco_val",)' MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --zoo-config COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml \\
+        --config-file detectron2_configs/DropIn-POMP-Classifier.yaml
+
+LVIS-format test sets are evaluated with detectron2's LVISEvaluator (AP, APr, APc, APf), COCO ones with its
+COCOEvaluator. Trailing ``KEY VALUE`` pairs override the config, as in every detectron2 tool.
+"""
+import sys
+
+from detectron2 import model_zoo
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+
+from pomp_plugins.detectron2 import (
+    DATASET_FORMATS,
+    add_pomp_config,
+    build_evaluator,
+    build_train_loader,
+    check_test_classes,
+    register_datasets_from_config,
+    without_federated_loss,
+)
+from pomp_plugins.detectron2.cli import run_tool
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's trainer with the POMP data loader (dataset ratios, image labels) and evaluators."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        loader = super().build_test_loader(cfg, dataset_name)
+        check_test_classes(cfg, dataset_name)  # the loaded dataset now has its class list
+        return loader
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+
+def parse_args(argv=None):
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument("--zoo-config", default=None, metavar="NAME",
+                        help="a detectron2 model zoo config (e.g. COCO-InstanceSegmentation/"
+                             "mask_rcnn_R_50_FPN_3x.yaml) merged before --config-file")
+    parser.add_argument("--dataset", nargs=4, action="append", default=[],
+                        metavar=("NAME", "FORMAT", "JSON", "IMAGE_ROOT"),
+                        help=f"register a dataset (FORMAT: {', '.join(DATASET_FORMATS)}); repeatable")
+    parser.add_argument("--test-vocabulary", default=None,
+                        help="inference classes: lvis, coco, ... a names file or comma-separated names "
+                             "(sets MODEL.POMP.TEST_VOCABULARY)")
+    return parser.parse_args(argv)
+
+
+def setup(args) -> CfgNode:
+    cfg = get_cfg()
+    add_pomp_config(cfg)
+    if args.zoo_config:
+        cfg.merge_from_file(model_zoo.get_config_file(args.zoo_config))
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    for name, format, json_file, image_root in args.dataset:
+        cfg.DATASETS.REGISTER[name] = CfgNode({"FORMAT": format, "JSON": json_file, "IMAGE_ROOT": image_root})
+    if args.test_vocabulary is not None:
+        cfg.MODEL.POMP.TEST_VOCABULARY = args.test_vocabulary
+    cfg.freeze()
+    default_setup(cfg, args)
+    register_datasets_from_config(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(without_federated_loss(cfg))
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None) -> int:
+    args = parse_args(argv)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(cli))
