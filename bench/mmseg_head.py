@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Cost per image of our mmseg heads against mmseg's stock heads on the same backbone features.
+
+Pairs (each head reads random backbone features of the shape its backbone gives for an ``--size`` input):
+- ``ZSSegHead`` vs ``UPerHead`` on ResNet-101 levels (strides 4-32, 256-2048 channels), as in the ZSSeg configs;
+- ``TextClassifierHead`` over ``FCNHead`` vs stock ``FCNHead`` on ResNet-50-D8 (stride 8, 2048 channels), the
+  drop-in example.
+Class embeddings: random ``[171, D]`` COCO-Stuff embeddings from a file (``D`` of ``--clip-model``), as real ones
+cost the same. Reports parameters, inference ms/image (no grad) and training ms/image (forward + loss + backward)
+as JSON; the CLIP region stage (``--clip-stage``, 100 ViT crops per image) is optional, as it dominates.
+
+    python bench/mmseg_head.py --device cpu --size 256 --out bench/results/mmseg_head_cpu.json      # ~2 min, 2 cores
+    python bench/mmseg_head.py --device cuda --size 512 --batch 8 --clip-stage --out bench/results/mmseg_head_h100.json
+"""
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import register_all_modules
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PeakMemory, machine, time_call  # noqa: E402
+
+from pomp_plugins.mmseg import load_split  # noqa: E402  (importing it registers the heads)
+from pomp_plugins.prompt import get_vocabulary  # noqa: E402
+
+
+def head_configs(args, embedding_file: str) -> dict:
+    text = dict(classes="coco-stuff", split="coco-stuff-156-15", embedding_file=embedding_file,
+                clip_model=args.clip_model, clip_pretrained="none")
+    bn = dict(type="BN", requires_grad=True)
+    fcn = dict(in_channels=2048, in_index=3, channels=512, num_convs=2, concat_input=True,
+               dropout_ratio=0.1, norm_cfg=bn, align_corners=False)
+    zsseg = dict(type="ZSSegHead", in_channels=[256, 512, 1024, 2048], channels=256, num_queries=100,
+                 num_decoder_layers=6, text_classifier=dict(text, temperature=100.0),
+                 clip_stage=dict(weight=0.8) if args.clip_stage else None)
+    return {
+        "zsseg_r101": (zsseg, "r101"),
+        "stock_uper_r101": (dict(type="UPerHead", in_channels=[256, 512, 1024, 2048], in_index=[0, 1, 2, 3],
+                                 pool_scales=(1, 2, 3, 6), channels=512, dropout_ratio=0.1, num_classes=171,
+                                 norm_cfg=bn, align_corners=False), "r101"),
+        "text_classifier_fcn_r50d8": (dict(fcn, type="TextClassifierHead", head_type="FCNHead",
+                                           text_classifier=text), "r50d8"),
+        "stock_fcn_r50d8": (dict(fcn, type="FCNHead", num_classes=171), "r50d8"),
+    }
+
+
+def features(kind: str, batch: int, size: int, device: torch.device) -> list:
+    if kind == "r101":
+        shapes = [(256, 4), (512, 8), (1024, 16), (2048, 32)]
+    else:  # ResNet-50-D8: every stage after the first at stride 8
+        shapes = [(256, 4), (512, 8), (1024, 8), (2048, 8)]
+    return [torch.randn(batch, c, size // s, size // s, device=device) for c, s in shapes]
+
+
+def samples(batch: int, size: int, device: torch.device) -> list:
+    """Random blocky COCO-Stuff label maps with the unseen classes ignored, as the zero-shot pipeline leaves them."""
+    _, unseen = load_split("coco-stuff-156-15").masks(get_vocabulary("coco-stuff"))
+    out = []
+    for _ in range(batch):
+        labels = torch.randint(0, 171, (1, size // 32, size // 32), device=device)
+        labels = torch.nn.functional.interpolate(labels[None].float(), size=(size, size), mode="nearest")[0].long()
+        labels[unseen.to(device)[labels]] = 255
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=labels)
+        out.append(sample)
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=512, help="input image side")
+    parser.add_argument("--batch", type=int, default=2, help="images per call (BN heads need 2 to train)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clip-model", default="ViT-B-16")
+    parser.add_argument("--clip-stage", action="store_true", help="add ZSSeg's CLIP region stage to inference")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    register_all_modules()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    metas = [dict(img_shape=(args.size, args.size), pad_shape=(args.size, args.size))] * args.batch
+    images = torch.rand(args.batch, 3, args.size, args.size, device=device) * 255
+    gt = samples(args.batch, args.size, device)
+    embedding_file = Path(tempfile.mkdtemp()) / "coco_stuff_random.npy"
+    dim = open_clip.get_model_config(args.clip_model)["embed_dim"]
+    np.save(embedding_file, torch.randn(171, dim).numpy())
+    calls = {}
+    for name, (cfg, kind) in head_configs(args, str(embedding_file)).items():
+        head = MODELS.build(cfg).to(device)
+        feats = features(kind, args.batch, args.size, device)
+        extra = {"images": images} if name.startswith("zsseg") else {}
+
+        @torch.no_grad()
+        def infer(head=head, feats=feats, extra=extra):
+            head.eval()
+            return head.predict(feats, metas, None, **extra)
+
+        def train_step(head=head, feats=feats):
+            head.train()
+            losses = head.loss(feats, gt, None)
+            sum(v for k, v in losses.items() if "loss" in k).backward()
+
+        calls[name] = (head, infer, train_step)
+
+    # Rounds visit every head in turn, so a change of machine load hits all of them alike. Per head: the median and
+    # the fastest round (the least disturbed by other processes; the ratios use it).
+    results = {}
+    for name, (head, infer, train_step) in calls.items():
+        with PeakMemory(device) as infer_memory:
+            infer()
+        with PeakMemory(device) as train_memory:
+            train_step()
+        results[name] = {"params_m": sum(p.numel() for p in head.parameters()) / 1e6,
+                         "infer_peak_gib": infer_memory.gib, "train_peak_gib": train_memory.gib}
+    times = {name: {"infer": [], "train": []} for name in calls}
+    for _ in range(args.repeats):
+        for name, (_, infer, train_step) in calls.items():
+            times[name]["infer"].append(time_call(infer, device, repeats=1, warmup=0))
+            times[name]["train"].append(time_call(train_step, device, repeats=1, warmup=0))
+    for name, measured in times.items():
+        for kind, values in measured.items():
+            results[name][f"{kind}_ms_per_image"] = 1000 * float(np.median(values)) / args.batch
+            results[name][f"{kind}_ms_per_image_fastest"] = 1000 * min(values) / args.batch
+
+    result = {
+        "benchmark": "mmseg_head",
+        "machine": machine(device),
+        "input": [args.batch, 3, args.size, args.size],
+        "classes": 171,
+        "clip_stage": args.clip_stage,
+        "heads": results,
+        "ratios": {
+            "zsseg_vs_uper_infer": results["zsseg_r101"]["infer_ms_per_image_fastest"]
+            / results["stock_uper_r101"]["infer_ms_per_image_fastest"],
+            "zsseg_vs_uper_train": results["zsseg_r101"]["train_ms_per_image_fastest"]
+            / results["stock_uper_r101"]["train_ms_per_image_fastest"],
+            "text_classifier_vs_fcn_infer": results["text_classifier_fcn_r50d8"]["infer_ms_per_image_fastest"]
+            / results["stock_fcn_r50d8"]["infer_ms_per_image_fastest"],
+            "text_classifier_vs_fcn_train": results["text_classifier_fcn_r50d8"]["train_ms_per_image_fastest"]
+            / results["stock_fcn_r50d8"]["train_ms_per_image_fastest"],
+        },
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
