@@ -1,4 +1,6 @@
 """ZSSeg head, set loss, CLIP stage and drop-in text classifier, on the tiny random-weight CLIP."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -217,3 +219,21 @@ def test_drop_in_masks_unseen_logits_in_training_only():
     with pytest.raises(ValueError, match="out_channels must be 5"):
         MODELS.build(dict(type="TextClassifierHead", head_type="FCNHead", in_channels=16, channels=8,
                           out_channels=1, text_classifier=dict(TEXT)))
+
+
+def test_zsseg_segmentor_hands_the_head_the_original_rgb_pixels():
+    cfg = Config.fromfile(str(Path(__file__).resolve().parent.parent / "mmseg_configs" / "tiny_zsseg_cpu.py"))
+    model = MODELS.build(cfg.model).eval()
+    seen = {}
+
+    def predict(inputs, metas, test_cfg, images=None):
+        seen["images"] = images
+        return torch.zeros(1, 5, 64, 64)
+
+    model.decode_head.predict = predict
+    bgr = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)  # mmcv loads images as BGR
+    sample = SegDataSample(metainfo=dict(ori_shape=(64, 64), img_shape=(64, 64), pad_shape=(64, 64),
+                                         padding_size=[0, 0, 0, 0]))
+    data = model.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]))
+    model.predict(data["inputs"], data["data_samples"])
+    torch.testing.assert_close(seen["images"][0], bgr[[2, 1, 0]].float(), atol=1e-3, rtol=0)
