@@ -48,6 +48,6 @@ model = dict(
             prompt='pomp_vit_b16.pt',  # your POMP prompt file (ours or the released reference checkpoint)
             clip_model='ViT-B-16',
             clip_pretrained='openai',
-            temperature=100.0)),  # ZSSeg's 1 / 0.01
+            temperature=100.0)),  # ZSSeg's cosine logit scale
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
