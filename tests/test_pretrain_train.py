@@ -146,7 +146,8 @@ def test_the_tool_reports_a_bad_checkpoint_in_one_line(data, tmp_path):
     torch.save({"state_dict": {}}, not_a_checkpoint)
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "pretrain_prompt.py"), "--data", str(data),
                              "--output", str(tmp_path / "out"), "--clip-model", "pomp-tiny", "--clip-pretrained",
-                             "none", "--resume", str(not_a_checkpoint)], capture_output=True, text=True, timeout=120)
+                             "none", "--resume", str(not_a_checkpoint)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2
     assert "error:" in result.stderr and "is not a POMP pre-training checkpoint" in result.stderr
     assert "Traceback" not in result.stderr

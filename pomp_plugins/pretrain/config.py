@@ -163,14 +163,14 @@ def build_parser(description: str = "", epilog: str = "") -> argparse.ArgumentPa
         flag = "--" + spec.name.replace("_", "-")
         meta = dict(spec.metadata)
         help_text = meta.pop("help")
-        meta.pop("required", None)  # checked after --config is applied
+        if not meta.pop("required", False):  # required ones are checked after --config is applied
+            help_text += f" (default: {spec.default})"
         if isinstance(spec.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{help_text} (default: {spec.default})")
+                                help=help_text)
         else:
             kind = meta.pop("type", type(spec.default))
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS,
-                                help=f"{help_text} (default: {spec.default})", **meta)
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text, **meta)
     return parser
 
 

@@ -4,18 +4,20 @@ This is the step both the trainer and ``bench/pretrain_step.py`` run. What makes
 - the frozen image tower runs under ``no_grad`` in bf16 (no activations kept);
 - the batch's positives and the sampled negatives are encoded once per distinct class (not once per view);
 - the text tower shares the ``[SOT] ctx`` prefix across prompts and packs the name tokens without padding
-  (``PromptedTextEncoder``);
+  (``PromptedTextEncoder``), with the index work done on the CPU before the step's device work
+  (``PompStep.prepare``), so nothing in the step waits for the device;
 - only ``ctx`` (fp32) requires grad, so the backward pass computes activation gradients, never weight gradients.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..prompt.loss import plan_local_contrast, pomp_loss, sample_negatives
-from ..prompt.text_encoder import PromptedTextEncoder, TokenizedPrompts
+from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sample_negatives
+from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts
 from .data import NEGATIVES, derive_seed
 
 
@@ -25,12 +27,26 @@ def step_negatives(num_classes: int, num_sampled: int, seed: int, rank: int, ste
     return sample_negatives(num_classes, num_sampled, generator)
 
 
+@dataclass
+class StepInputs:
+    """The host-side part of a step, done before any device work so the step never waits on the device:
+    ``plan`` (which classes to encode, on the device) and ``prompts`` (their packed prompts, on the device)."""
+
+    plan: LocalContrastPlan
+    prompts: PackedPrompts
+
+    @property
+    def rows(self) -> int:
+        return len(self.plan.labels)
+
+
 class PompStep:
     """Loss, backward and optimiser step for one batch of image features.
 
     Args:
         encoder: the prompted text encoder; its ``ctx`` is what ``optimizer`` updates.
-        class_prompts: tokenized prompts of all N classes (``encoder.tokenize(names)``), on the encoder's device.
+        class_prompts: tokenized prompts of all N classes (``encoder.tokenize(names, device="cpu")``); on the CPU,
+            selecting and packing a step's prompts costs the device nothing.
         logit_scale: CLIP's frozen temperature.
         num_sampled: K, classes per step.
         log_base: base of the correction margin's log (``None``: no correction).
@@ -57,25 +73,27 @@ class PompStep:
     def num_classes(self) -> int:
         return len(self.class_prompts)
 
-    def loss(self, image_features: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """Scalar loss of normalised ``image_features`` ``[R, D]`` with ``labels`` ``[R]`` and ``negatives`` ``[K-1]``."""
+    def prepare(self, labels: torch.Tensor, negatives: torch.Tensor) -> StepInputs:
+        """Plan the step for ``labels`` ``[R]`` (one per feature row) and ``negatives`` ``[K-1]``, best on the CPU."""
         plan = plan_local_contrast(labels, negatives)
-        text = F.normalize(self.encoder(self.class_prompts.select(plan.classes)), dim=-1)
-        return pomp_loss(image_features, text, plan, self.logit_scale, self.num_classes, self.log_base)
+        prompts = self.encoder.pack(self.class_prompts.select(plan.classes.to(self.class_prompts.ids.device)))
+        return StepInputs(plan.to(self.encoder.ctx.device), prompts)
 
-    def __call__(
-        self, image_features: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor
-    ) -> Optional[torch.Tensor]:
+    def loss(self, image_features: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
+        """Scalar loss of normalised ``image_features`` ``[R, D]`` (row ``i`` has label ``inputs.plan.labels[i]``)."""
+        text = F.normalize(self.encoder(inputs.prompts), dim=-1)
+        return pomp_loss(image_features, text, inputs.plan, self.logit_scale, self.num_classes, self.log_base)
+
+    def __call__(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
         """Update ``ctx`` from one batch; returns the detached loss (``None`` if this process had no rows)."""
         self.optimizer.zero_grad(set_to_none=True)
-        rows = len(labels)
         loss = None
-        if rows:
-            loss = self.loss(image_features, labels, negatives)
+        if inputs.rows:
+            loss = self.loss(image_features, inputs)
             loss.backward()
         elif self.sync_gradients is not None:
             self.encoder.ctx.grad = torch.zeros_like(self.encoder.ctx)
-        total = self.sync_gradients(rows) if self.sync_gradients is not None else rows
+        total = self.sync_gradients(inputs.rows) if self.sync_gradients is not None else inputs.rows
         if total:
             self.optimizer.step()
         return None if loss is None else loss.detach()

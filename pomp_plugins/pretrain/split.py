@@ -123,8 +123,8 @@ def prepare_split(path: str | os.PathLike, data: str | os.PathLike, is_main: boo
             existing = FewShotSplit.load(path).settings
             different = {k: (existing.get(k), v) for k, v in settings.items() if existing.get(k) != v}
             if different:
-                raise PretrainError(f"split file {path} was drawn with other settings {different} (file, now); delete "
-                                 "it or give another --split-file")
+                raise PretrainError(f"split file {path} was drawn with other settings {different} (file, now); "
+                                    "delete it or give another --split-file")
         else:
             draw_split(data, **settings).save(path)
     barrier()

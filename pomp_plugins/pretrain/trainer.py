@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -84,11 +83,11 @@ class Pretrainer:
         self.encoder = PromptedTextEncoder.from_clip(
             self.clip.model, config.n_ctx, init=config.ctx_init, std=config.ctx_std,
             generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)))
-        self.class_prompts = self.encoder.tokenize(self.split.names)
+        self.class_prompts = self.encoder.tokenize(self.split.names, device="cpu")
         self.num_sampled = min(config.num_sampled, len(self.split.names))
         if self.num_sampled < config.num_sampled:
-            warnings.warn(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: "
-                          f"using all {self.num_sampled} (a full softmax)")
+            self.log(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
+                     f"{self.num_sampled} (a full softmax)")
         self.optimizer = torch.optim.SGD([self.encoder.ctx], lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(learning_rate_factor, config))
@@ -116,8 +115,12 @@ class Pretrainer:
         state = load_checkpoint(path)
         different = PretrainConfig.from_dict(state["config"]).differences(self.config)
         if different:
-            raise PretrainError(f"{path} belongs to a run with other settings {different} (checkpoint, now); resume "
-                             "with the same settings or start a new run")
+            raise PretrainError(f"{path} belongs to a run with other settings {different} (checkpoint, now); "
+                                "resume with the same settings or start a new run")
+        if state["step_in_epoch"] and state["world_size"] != self.dist.world_size:
+            raise PretrainError(f"{path} was written in the middle of an epoch by {state['world_size']} processes; "
+                                f"continue it with {state['world_size']} (not {self.dist.world_size}), or resume "
+                                "from a checkpoint written at the end of an epoch")
         return state
 
     def _train_dataset(self) -> Dataset:
@@ -204,8 +207,10 @@ class Pretrainer:
                 return False
             state.skipped.update(batch.skipped)
             rows = len(batch) * config.views
-            loss = self.step(*self._features_and_labels(batch), step_negatives(
-                len(self.class_prompts), self.num_sampled, config.seed, dist.rank, state.global_step).to(dist.device))
+            negatives = step_negatives(len(self.class_prompts), self.num_sampled, config.seed, dist.rank,
+                                       state.global_step)
+            inputs = self.step.prepare(batch.labels.repeat_interleave(config.views), negatives)
+            loss = self.step(self._image_features(batch), inputs)
             if loss is not None:
                 self.epoch_loss += loss.double() * rows
                 state.rows += rows
@@ -229,18 +234,16 @@ class Pretrainer:
         bar.close()
         return True
 
-    def _features_and_labels(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised image features ``[B*V, D]`` and their labels ``[B*V]`` (each view keeps its image's label)."""
-        device = self.dist.device
-        labels = batch.labels.to(device).repeat_interleave(self.config.views)
+    def _image_features(self, batch: Batch) -> torch.Tensor:
+        """Normalised image features ``[B*V, D]``, view after view of image after image."""
         if not len(batch):
-            return torch.empty(0, device=device), labels
-        data = batch.data.to(device, non_blocking=True).flatten(0, 1)
+            return torch.empty(0, device=self.dist.device)
+        data = batch.data.to(self.dist.device, non_blocking=True).flatten(0, 1)
         if self.config.cache_image_features:
-            return data.float(), labels
+            return data.float()
         preprocess = self.clip.model.visual.preprocess_cfg
         images = normalize_images(data, preprocess["mean"], preprocess["std"], self.encoder.tower.dtype)
-        return image_features(self.clip.model, images), labels
+        return image_features(self.clip.model, images)
 
     def _validate(self) -> Optional[dict]:
         """Zero-shot accuracy over all classes on the held-out images, split across ranks; None without any."""
@@ -290,6 +293,7 @@ class Pretrainer:
                 "scheduler": self.scheduler.state_dict(), "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
                 "global_step": state.global_step, "loss_sum": state.loss_sum, "rows": state.rows, "skipped": skipped,
                 "history": state.history, "config": self.config.to_dict(), "rng": rng,
+                "world_size": self.dist.world_size,
             })
         self.dist.barrier()
 

@@ -13,11 +13,13 @@ K = 1000, N = 10,450), hence ``log_base=10`` by default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from .text_encoder import to_device
 
 
 @dataclass
@@ -34,6 +36,10 @@ class LocalContrastPlan:
     negatives: torch.Tensor
     positive_index: torch.Tensor
     negative_index: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "LocalContrastPlan":
+        """The plan on ``device`` (from the CPU to CUDA without waiting for the GPU)."""
+        return LocalContrastPlan(*(to_device(getattr(self, f.name), device) for f in fields(self)))
 
 
 def sample_negatives(

@@ -156,57 +156,84 @@ class FrozenTextTower(nn.Module):
             for block in self.transformer.resblocks
         ) and self.transformer.batch_first
 
-    def encode_shared_prefix(self, prefix: torch.Tensor, prompts: TokenizedPrompts) -> torch.Tensor:
+    def encode_packed(self, prefix: torch.Tensor, packed: "PackedPrompts") -> torch.Tensor:
         """Features ``[B, output_dim]`` (float32, not normalised) of prompts that all start with ``prefix``.
 
-        ``prefix``: ``[P, width]`` embeddings of the first ``P`` positions, shared by every prompt (e.g. the start
-        token and ``ctx``); the tokens of ``prompts.ids`` at positions ``P..eot`` follow it.
+        ``prefix``: ``[P, width]`` embeddings of the first ``P = packed.num_prefix`` positions, shared by every
+        prompt (e.g. the start token and ``ctx``); the tokens of ``packed`` follow it. ``packed`` must be on the
+        tower's device.
         """
-        num_prefix = prefix.shape[0]
+        prefix = prefix.to(self.dtype)
         if not self.packable:
-            ids = prompts.ids[:, num_prefix:]
-            prefix = prefix.to(self.dtype).expand(len(ids), -1, -1)
-            return self(torch.cat([prefix, self.embed(ids)], dim=1), prompts.eot)
-
-        batch, length = prompts.ids.shape
-        positions = torch.arange(length, device=prompts.ids.device).expand(batch, -1)
-        real = (positions >= num_prefix) & (positions <= prompts.eot[:, None])  # [B, L]: the suffix tokens
-        packed = self.embed(prompts.ids[real]) + self.positional_embedding[positions[real]].to(self.dtype)
-        x = torch.cat([prefix.to(self.dtype) + self.positional_embedding[:num_prefix].to(self.dtype), packed])
-        layout = _PackedLayout.of(real, num_prefix)
+            ids = packed.prompts.ids[:, packed.num_prefix :]
+            return self(torch.cat([prefix.expand(len(ids), -1, -1), self.embed(ids)], dim=1), packed.prompts.eot)
+        position = self.positional_embedding.to(self.dtype)
+        x = torch.cat([prefix + position[: packed.num_prefix], self.embed(packed.ids) + position[packed.positions]])
         for block in self.transformer.resblocks:
-            x = _packed_block(block, x, layout)
-        lengths = prompts.eot - num_prefix + 1
-        return self._project(x[num_prefix + torch.cumsum(lengths, 0) - 1])
+            x = _packed_block(block, x, packed)
+        return self._project(x[packed.eot_rows])
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy on ``device``; from CPU to CUDA through pinned memory, so it does not wait for the GPU."""
+    if torch.device(device).type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 @dataclass
-class _PackedLayout:
-    """Where the packed suffix tokens sit in the padded ``[B, S]`` layout that attention uses.
+class PackedPrompts:
+    """Prompts laid out for the shared-prefix, packed path (see the module docstring).
 
-    ``slots``: ``[T]`` int64, row-major index ``b * S + s`` of each packed token; ``mask``: ``[S, P + S]`` bool,
-    True where suffix position ``s`` may attend: every prefix key and the suffix keys up to ``s``. A padded row
-    sees only padding above the diagonal of real rows, so real rows never read padding.
+    The ``T`` suffix tokens (positions ``P..eot`` of each prompt, prompt after prompt) are packed in one matrix
+    after the ``P`` shared prefix rows. ``ids``/``positions``: ``[T]`` token ids and positions; ``slots``: ``[T]``
+    row-major index ``b * S + s`` of each token in the padded ``[B, S]`` layout attention uses; ``eot_rows``:
+    ``[B]`` row of each prompt's EOT token in ``[prefix; packed]``; ``mask``: ``[S, P + S]`` bool, True where
+    suffix position ``s`` may attend (every prefix key, the suffix keys up to ``s``; a padded row only sees
+    padding above the real rows' diagonal, so real rows never read padding). ``prompts`` keeps the token ids for
+    towers the packed path does not cover.
+
+    Build it where the prompts are (the CPU, in training) and move it with ``to``: no step waits for the GPU.
     """
 
+    prompts: TokenizedPrompts
     num_prefix: int
-    batch: int
-    length: int
+    ids: torch.Tensor
+    positions: torch.Tensor
     slots: torch.Tensor
+    eot_rows: torch.Tensor
     mask: torch.Tensor
 
+    @property
+    def batch(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[0]
+
     @classmethod
-    def of(cls, real: torch.Tensor, num_prefix: int) -> "_PackedLayout":
-        batch, full_length = real.shape
+    def of(cls, prompts: TokenizedPrompts, num_prefix: int) -> "PackedPrompts":
+        batch, full_length = prompts.ids.shape
         length = full_length - num_prefix
-        slots = torch.arange(batch * full_length, device=real.device).view(batch, full_length)
-        slots = (slots - (torch.arange(batch, device=real.device)[:, None] * num_prefix + num_prefix))[real]
+        positions = torch.arange(full_length, device=prompts.ids.device).expand(batch, -1)
+        real = (positions >= num_prefix) & (positions <= prompts.eot[:, None])  # [B, L]: the suffix tokens
+        rows = torch.arange(batch, device=real.device)[:, None]
+        slots = (rows * length + positions - num_prefix)[real]
+        eot_rows = num_prefix + torch.cumsum(prompts.eot - num_prefix + 1, 0) - 1
         query = torch.arange(length, device=real.device)[:, None]
         key = torch.arange(num_prefix + length, device=real.device)[None, :]
-        return cls(num_prefix, batch, length, slots, key <= query + num_prefix)
+        return cls(prompts, num_prefix, prompts.ids[real], positions[real], slots, eot_rows,
+                   key <= query + num_prefix)
+
+    def to(self, device: torch.device | str) -> "PackedPrompts":
+        moved = {name: to_device(getattr(self, name), device)
+                 for name in ("ids", "positions", "slots", "eot_rows", "mask")}
+        prompts = TokenizedPrompts(to_device(self.prompts.ids, device), to_device(self.prompts.eot, device))
+        return PackedPrompts(prompts, self.num_prefix, **moved)
 
 
-def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: _PackedLayout) -> torch.Tensor:
+def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: PackedPrompts) -> torch.Tensor:
     """One open_clip ``ResidualAttentionBlock`` on ``x = [prefix (P rows); packed suffix tokens (T rows)]``."""
     attn = block.attn
     width, heads, num_prefix, batch, length = x.shape[1], attn.num_heads, layout.num_prefix, layout.batch, layout.length
@@ -266,15 +293,20 @@ class PromptedTextEncoder(nn.Module):
     def n_ctx(self) -> int:
         return self.ctx.shape[0]
 
-    def tokenize(self, names: Sequence[str]) -> TokenizedPrompts:
-        """Token ids of ``"{ctx} {name}."`` for each name, on the encoder's device."""
+    def tokenize(self, names: Sequence[str], device: Optional[torch.device | str] = None) -> TokenizedPrompts:
+        """Token ids of ``"{ctx} {name}."`` for each name, on ``device`` (default: the encoder's device)."""
         texts = [f"{name}." for name in names]
-        return tokenize(texts, self.n_ctx, self.tower.context_length).to(self.ctx.device)
+        return tokenize(texts, self.n_ctx, self.tower.context_length).to(device or self.ctx.device)
 
-    def forward(self, prompts: TokenizedPrompts) -> torch.Tensor:
+    def pack(self, prompts: TokenizedPrompts) -> PackedPrompts:
+        """``prompts`` laid out for ``forward``, built where they are and moved to the encoder's device."""
+        return PackedPrompts.of(prompts, 1 + self.n_ctx).to(self.ctx.device)
+
+    def forward(self, prompts: TokenizedPrompts | PackedPrompts) -> torch.Tensor:
         """Projected text features ``[B, D]`` float32 (not normalised), differentiable w.r.t. ``ctx``."""
-        start = self.tower.embed(prompts.ids[:1, 0])  # [1, width]: every prompt begins with the start token
-        return self.tower.encode_shared_prefix(torch.cat([start, self.ctx.to(start.dtype)]), prompts)
+        packed = prompts if isinstance(prompts, PackedPrompts) else self.pack(prompts)
+        start = _start_embedding(self.tower)
+        return self.tower.encode_packed(torch.cat([start, self.ctx.to(start.dtype)]), packed)
 
     def encode_names(
         self,
@@ -288,7 +320,13 @@ class PromptedTextEncoder(nn.Module):
         Prompts are sorted by length so each batch is cut as short as possible; gradients flow to ``ctx`` only
         if grad mode is on.
         """
-        return encode_in_batches(self, self.tokenize(names), batch_size, normalize, progress)
+        return encode_in_batches(self, self.tokenize(names, device="cpu"), batch_size, normalize, progress)
+
+
+def _start_embedding(tower: FrozenTextTower) -> torch.Tensor:
+    """``[1, width]``: the start token's embedding (every prompt begins with it), read without a device copy."""
+    sot = clip_tokenizer().sot_token_id
+    return tower.token_embedding.weight[sot : sot + 1]
 
 
 def encode_in_batches(
@@ -304,7 +342,7 @@ def encode_in_batches(
             batches, desc="encoding", unit="batch", disable=not progress)]
     )
     features = torch.empty_like(sorted_features)
-    features[order] = sorted_features
+    features[order.to(features.device)] = sorted_features
     return F.normalize(features, dim=-1) if normalize else features
 
 
@@ -316,11 +354,11 @@ class HardPromptEncoder(nn.Module):
         self.tower = tower
 
     def forward(self, prompts: TokenizedPrompts) -> torch.Tensor:
-        return self.tower.encode_shared_prefix(self.tower.embed(prompts.ids[:1, 0]), prompts)
+        packed = PackedPrompts.of(prompts, 1).to(self.tower.token_embedding.weight.device)
+        return self.tower.encode_packed(_start_embedding(self.tower), packed)
 
     def encode_texts(
         self, texts: Sequence[str], batch_size: int = 1024, normalize: bool = True, progress: bool = False
     ) -> torch.Tensor:
         """Features ``[len(texts), D]`` float32 of the full texts, in order."""
-        prompts = tokenize(texts, 0, self.tower.context_length).to(self.tower.token_embedding.weight.device)
-        return encode_in_batches(self, prompts, batch_size, normalize, progress)
+        return encode_in_batches(self, tokenize(texts, 0, self.tower.context_length), batch_size, normalize, progress)
