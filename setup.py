@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="POMP soft prompts for CLIP: pre-training, zero-shot classification, Detectron2 and MMSeg plugins",
     packages=find_packages(include=["pomp_plugins", "pomp_plugins.*"]),
-    package_data={"pomp_plugins": ["prompt/model_configs/*.json", "data/*"]},
+    package_data={"pomp_plugins": ["prompt/model_configs/*.json", "data/*.json", "data/splits/*.json"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.1", "open_clip_torch>=3.3", "timm", "numpy", "tqdm", "pillow"],
     extras_require={

@@ -52,3 +52,14 @@ def test_vocabulary_embeddings_end_to_end(tmp_path, tiny_clip):
     save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", None), prompt_path)
     weights = vocabulary_embeddings(["cat", "dog"], prompt=prompt_path, clip_pretrained=None, cache=False)
     assert weights.shape == (2, 64) and torch.allclose(weights.norm(dim=-1), torch.ones(2))
+
+
+def test_fingerprint_of_large_tensors_stays_in_bounds():
+    """ViT-B-16's token embedding has 25,296,896 values: float32 index arithmetic would step past the end."""
+    from pomp_plugins.prompt.cache import tensor_fingerprint
+
+    module = torch.nn.Embedding(49408, 512)
+    first = tensor_fingerprint(module)
+    with torch.no_grad():
+        module.weight[-1, -1] += 1.0  # the last value is always sampled
+    assert tensor_fingerprint(module) != first
