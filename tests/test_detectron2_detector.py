@@ -21,6 +21,7 @@ from pomp_plugins.detectron2 import (
     register_datasets_from_config,
     set_class_embeddings,
     set_vocabulary,
+    without_federated_loss,
 )
 from pomp_plugins.detectron2.toy_data import NAMES, write_toy_dataset
 from pomp_plugins.prompt import EmbeddingFileError, VocabularyError
@@ -193,3 +194,20 @@ def test_each_kind_of_batch_gets_its_own_losses(toy):
     assert all(labels_only[k] == 0 for k in mixed.keys() - image_keys) and all(labels_only[k] > 0 for k in image_keys)
     for key in mixed:
         torch.testing.assert_close(mixed[key], box_only[key] + labels_only[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", ["BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml",
+                                    "Detic-POMP_LVIS-base_IN-L_R50-FPN_1x.yaml",
+                                    "POMP_LVIS-base_R50-FPN_eval-COCO.yaml", "POMP-Tiny-CPU_image-labels.yaml"])
+def test_every_shipped_config_builds(config):
+    """The real configs, with the tiny random CLIP in place of ViT-B/16 + a prompt file (not available here)."""
+    cfg = get_cfg()
+    add_pomp_config(cfg)
+    cfg.merge_from_file(str(CONFIGS / config))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.POMP.PROMPT", "", "MODEL.POMP.CLIP_MODEL",
+                         "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.EMBEDDING_DIM", 64])
+    register_datasets_from_config(cfg)  # lazy: the json files are read when the data is
+    model = build_model(without_federated_loss(cfg))
+    assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert model.roi_heads.num_test_classes == (80 if "eval-COCO" in config else cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    assert len(model.roi_heads.box_predictors) == 3

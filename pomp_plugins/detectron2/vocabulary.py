@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
@@ -21,6 +20,7 @@ from pomp_plugins.prompt import (
     classifier_weights,
     custom_vocabulary,
     get_vocabulary,
+    load_embedding_file,
     resolve_vocabulary,
 )
 
@@ -82,10 +82,17 @@ def text_encoder_arguments(cfg: CfgNode) -> dict:
     }
 
 
+def _has_test_classes(cfg: CfgNode) -> bool:
+    return bool(cfg.MODEL.POMP.TEST_VOCABULARY or cfg.MODEL.POMP.TEST_EMBEDDING_FILE)
+
+
 def _embedding_source(cfg: CfgNode, test: bool) -> tuple[str, str]:
+    """(vocabulary string, embedding file) of the training or inference classes; raises if both are empty."""
     pomp = cfg.MODEL.POMP
-    if test and (pomp.TEST_VOCABULARY or pomp.TEST_EMBEDDING_FILE):
+    if test and _has_test_classes(cfg):
         return pomp.TEST_VOCABULARY, pomp.TEST_EMBEDDING_FILE
+    if not pomp.VOCABULARY and not pomp.EMBEDDING_FILE:
+        raise PompConfigError("set MODEL.POMP.VOCABULARY (e.g. lvis) or MODEL.POMP.EMBEDDING_FILE (a Detic .npy)")
     return pomp.VOCABULARY, pomp.EMBEDDING_FILE
 
 
@@ -99,8 +106,6 @@ def config_class_embeddings(cfg: CfgNode, test: bool = False) -> torch.Tensor:
         VocabularyError, FileNotFoundError, PromptFileError: a bad vocabulary, a missing file.
     """
     spec, embedding_file = _embedding_source(cfg, test)
-    if not spec and not embedding_file:
-        raise PompConfigError("set MODEL.POMP.VOCABULARY (e.g. lvis) or MODEL.POMP.EMBEDDING_FILE (a Detic .npy)")
     vocabulary = parse_vocabulary(spec) if spec else None
     return classifier_weights(vocabulary, embedding_file=embedding_file or None, dim=cfg.MODEL.POMP.EMBEDDING_DIM,
                               **text_encoder_arguments(cfg))
@@ -113,20 +118,13 @@ def config_embeddings(cfg: CfgNode) -> tuple[torch.Tensor, Optional[torch.Tensor
     """
     train = config_class_embeddings(cfg)
     check_training_classes(cfg, len(train))
-    pomp = cfg.MODEL.POMP
-    test = pomp.TEST_VOCABULARY or pomp.TEST_EMBEDDING_FILE
-    return train, config_class_embeddings(cfg, test=True) if test else None
+    return train, config_class_embeddings(cfg, test=True) if _has_test_classes(cfg) else None
 
 
 def config_num_classes(cfg: CfgNode, test: bool = False) -> int:
     """The number of classes ``config_class_embeddings`` would give, without encoding any text."""
     spec, embedding_file = _embedding_source(cfg, test)
-    if spec:
-        return len(parse_vocabulary(spec))
-    if embedding_file:
-        return int(np.load(embedding_file, mmap_mode="r").shape[0]) if embedding_file.endswith(".npy") else \
-            len(torch.load(embedding_file, map_location="cpu", weights_only=True))
-    raise PompConfigError("set MODEL.POMP.VOCABULARY (e.g. lvis) or MODEL.POMP.EMBEDDING_FILE (a Detic .npy)")
+    return len(parse_vocabulary(spec)) if spec else len(load_embedding_file(embedding_file))
 
 
 def check_training_classes(cfg: CfgNode, num_classes: int) -> None:
