@@ -19,7 +19,8 @@ DRY_RUN=0
 [ "${2:-}" = "--dry-run" ] && DRY_RUN=1
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=$(command -v python3 || command -v python); fi
+  PYTHON=$(command -v python3 || command -v python)
+  [ -x "$REPO/.venv/bin/python" ] && PYTHON="$REPO/.venv/bin/python"
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
@@ -91,22 +92,27 @@ step = out / f"pretrain_step_{gpu}.json"
 if step.is_file():
     result = json.loads(step.read_text())
     for name, row in result["results"].items():
+        variants = {"ours": row} if name.startswith("feature_cache") else row
         for variant in ("reference_style", "ours"):
-            if variant in row:
-                r = row[variant]
-                print(f"{name:24s} {variant:16s} {r['ms_per_step']:8.1f} ms/step {r['images_per_s']:9.0f} img/s "
-                      f"{r['peak_gib']:6.2f} GiB")
+            r = variants.get(variant)
+            if r is None:
+                continue
+            if "error" in r:
+                print(f"{name:24s} {variant:16s} FAILED: {r['error']}")
+                continue
+            print(f"{name:24s} {variant:16s} {r['ms_per_step']:8.1f} ms/step {r['images_per_s']:9.0f} img/s "
+                  f"{r['peak_gib']:6.2f} GiB")
         if "speedup" in row:
             memory = f", {row['memory_ratio']:.2f}x less memory" if "memory_ratio" in row else ""
             print(f"{name:24s} speedup {row['speedup']:.2f}x{memory}")
-    cache = result["results"]["feature_cache_n_ctx_4"]
-    print(f"feature cache: {cache['ms_per_step']:.1f} ms/step, {cache['speedup_vs_reference_style']:.1f}x the "
-          f"reference-style images/s")
-    print("targets:", result["targets"])
+        if "speedup_vs_reference_style" in row:
+            print(f"{name:24s} {row['speedup_vs_reference_style']:.1f}x the reference-style images/s")
+    print("targets:", result.get("targets", "not reached"))
 vocab = out / f"encode_vocab_{gpu}.json"
 if vocab.is_file():
     result = json.loads(vocab.read_text())
-    print(f"encode_vocab: ours {result['ours']['seconds']:.3f} s, encode_text {result['encode_text_77_tokens']['seconds']:.3f} s "
-          f"for {result['classes']} names ({result['speedup']:.2f}x), max difference {result['max_abs_difference']:.2e}")
+    ours, reference = result["ours"]["seconds"], result["encode_text_77_tokens"]["seconds"]
+    print(f"encode_vocab: ours {ours:.3f} s, encode_text {reference:.3f} s for {result['classes']} names "
+          f"({result['speedup']:.2f}x), max difference {result['max_abs_difference']:.2e}")
 EOF
 exit $failed

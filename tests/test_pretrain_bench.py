@@ -26,4 +26,4 @@ def test_gpu_suite_dry_run_writes_both_results_and_the_steps_agree(tmp_path):
     vocab = json.loads((tmp_path / "encode_vocab_cpu-dry-run.json").read_text())
     assert vocab["classes"] == 200 and vocab["max_abs_difference"] < 1e-4
     assert (tmp_path / "environment_cpu-dry-run.txt").read_text().startswith("python")
-    assert "feature cache:" in result.stdout and "encode_vocab:" in result.stdout
+    assert "the reference-style images/s" in result.stdout and "encode_vocab:" in result.stdout

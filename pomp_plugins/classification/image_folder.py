@@ -86,7 +86,8 @@ def class_names(
             names = read_names_file(names_file)
             if len(names) != len(keys):
                 raise VocabularyError(f"{names_file} lists {len(names)} names but there are {len(keys)} class "
-                                      f"folders; give one name per folder (in sorted folder order) or key<TAB>name lines")
+                                      "folders; give one name per folder (in sorted folder order) or key<TAB>name "
+                                      "lines")
             return [name.strip() for name in names]
     elif vocabulary is not None:
         source = f"vocabulary {vocabulary.name!r}"

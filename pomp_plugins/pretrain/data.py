@@ -33,7 +33,7 @@ def train_augmentation(
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> uint8 ``[3, S, S]``: random resized crop (bicubic, as CLIP), horizontal flip, RandAugment.
 
-    Normalisation happens on the training device (``normalize_images``), so workers ship 4x fewer bytes.
+    Normalisation happens on the training device (``PixelNormalizer``), so workers ship 4x fewer bytes.
     """
     steps = [
         T.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
@@ -44,13 +44,19 @@ def train_augmentation(
     return T.Compose(steps + [T.PILToTensor()])
 
 
-def normalize_images(
-    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype
-) -> torch.Tensor:
-    """uint8 ``[N, 3, H, W]`` -> ``(x / 255 - mean) / std`` in ``dtype`` on the images' device."""
-    mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1) * 255
-    std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1) * 255
-    return ((images.float() - mean_t) / std_t).to(dtype)
+class PixelNormalizer:
+    """uint8 images ``[N, 3, H, W]`` -> ``(x / 255 - mean) / std`` in a given dtype, on the images' device.
+
+    ``mean``/``std`` are CLIP's (``model.visual.preprocess_cfg``); they are put on ``device`` once, so normalising
+    a batch never copies from the host (a blocking copy would make the step wait for the GPU).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return ((images.float() - self.mean) / self.std).to(dtype)
 
 
 class MultiViewDataset(Dataset):

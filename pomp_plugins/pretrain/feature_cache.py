@@ -29,7 +29,7 @@ from ..classification.image_folder import Sample, Skipped, collate_skipping
 from ..classification.zeroshot import image_features
 from ..prompt.cache import tensor_fingerprint
 from ..prompt.clip import LoadedClip
-from .data import CACHE_EPOCH, MultiViewDataset, normalize_images
+from .data import CACHE_EPOCH, MultiViewDataset, PixelNormalizer
 from .distributed import Distributed
 from .split import atomic_write_text
 
@@ -65,6 +65,7 @@ def build_feature_cache(
     key: str,
     dataset: MultiViewDataset,
     clip: LoadedClip,
+    normalize: PixelNormalizer,
     dist: Distributed,
     batch_size: int,
     workers: int,
@@ -93,7 +94,6 @@ def build_feature_cache(
     chunks = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
     loader = DataLoader(dataset, batch_sampler=[[(CACHE_EPOCH, i) for i in chunk] for chunk in chunks],
                         num_workers=workers, collate_fn=collate_skipping, pin_memory=dist.device.type == "cuda")
-    preprocess = clip.model.visual.preprocess_cfg
     dtype = next(clip.model.visual.parameters()).dtype
     skipped: list[str] = []
     bar = tqdm(zip(chunks, loader), total=len(chunks), desc="caching image features", unit="batch",
@@ -103,8 +103,7 @@ def build_feature_cache(
         unreadable = set(batch.skipped)
         readable = [i for i in chunk if dataset.paths[i] not in unreadable]
         if readable:
-            images = batch.data.to(dist.device, non_blocking=True).flatten(0, 1)
-            images = normalize_images(images, preprocess["mean"], preprocess["std"], dtype)
+            images = normalize(batch.data.to(dist.device, non_blocking=True).flatten(0, 1), dtype)
             encoded = image_features(clip.model, images).view(len(readable), views, dim)
             features[readable] = encoded.half().cpu().numpy()
             valid[readable] = True

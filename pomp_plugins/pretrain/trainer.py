@@ -28,7 +28,7 @@ from ..prompt.prompt_file import Prompt, save_prompt
 from ..prompt.text_encoder import PromptedTextEncoder, encode_in_batches
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig, PretrainError
-from .data import PROMPT_INIT, EpochBatchSampler, MultiViewDataset, derive_seed, normalize_images, train_augmentation
+from .data import PROMPT_INIT, EpochBatchSampler, MultiViewDataset, PixelNormalizer, derive_seed, train_augmentation
 from .distributed import Distributed, init_distributed
 from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
 from .objective import PompStep, step_negatives
@@ -84,6 +84,8 @@ class Pretrainer:
             self.clip.model, config.n_ctx, init=config.ctx_init, std=config.ctx_std,
             generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)))
         self.class_prompts = self.encoder.tokenize(self.split.names, device="cpu")
+        preprocess = self.clip.model.visual.preprocess_cfg
+        self.normalize = PixelNormalizer(preprocess["mean"], preprocess["std"], dist.device)
         self.num_sampled = min(config.num_sampled, len(self.split.names))
         if self.num_sampled < config.num_sampled:
             self.log(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
@@ -136,7 +138,8 @@ class Pretrainer:
                     "dtype": str(next(self.clip.model.visual.parameters()).dtype)}
         started = time.perf_counter()
         cache = build_feature_cache(self.out / "feature_cache", cache_key(self.clip, views, settings), views,
-                                    self.clip, self.dist, config.batch_size, config.workers, config.progress)
+                                    self.clip, self.normalize, self.dist, config.batch_size, config.workers,
+                                    config.progress)
         self.log(f"feature cache ready: {len(paths)} images x {config.views} views in "
                  f"{time.perf_counter() - started:.1f} s ({self.out / 'feature_cache'})")
         self.state.skipped |= set(cache.skipped)
@@ -159,8 +162,10 @@ class Pretrainer:
         """Train to the last epoch and write the prompt; ``None`` if stopped early by ``stop_after_steps``."""
         config, dist = self.config, self.dist
         batches = EpochBatchSampler.batches_per_epoch(len(self.train_data), config.batch_size, dist.world_size)
-        margin = "off" if config.log_base is None else (
-            f"{correction_margin(len(self.class_prompts), self.num_sampled, torch.tensor([0]), config.log_base).item():.3f}")
+        margin = "off"
+        if config.log_base is not None:
+            value = correction_margin(len(self.class_prompts), self.num_sampled, torch.tensor([0]), config.log_base)
+            margin = f"{value.item():.3f}"
         self.log(f"{len(self.split.names)} classes, {len(self.split.train)} training and {len(self.split.val)} "
                  f"validation images, {config.views} views; K={self.num_sampled}, correction margin {margin}; "
                  f"{dist.world_size} process(es) on {dist.device}, {batches} steps per epoch, {config.epochs} epochs")
@@ -184,7 +189,8 @@ class Pretrainer:
             self.epoch_loss.zero_()
             self._save_checkpoint()
             if dist.is_main:
-                save_prompt(self._prompt({"epoch": self.state.epoch}), self.out / "prompts" / f"epoch_{self.state.epoch}.pt")
+                epoch_prompt = self.out / "prompts" / f"epoch_{self.state.epoch}.pt"
+                save_prompt(self._prompt({"epoch": self.state.epoch}), epoch_prompt)
         return self._finish()
 
     def _train_epoch(self, batches: int) -> bool:
@@ -241,9 +247,7 @@ class Pretrainer:
         data = batch.data.to(self.dist.device, non_blocking=True).flatten(0, 1)
         if self.config.cache_image_features:
             return data.float()
-        preprocess = self.clip.model.visual.preprocess_cfg
-        images = normalize_images(data, preprocess["mean"], preprocess["std"], self.encoder.tower.dtype)
-        return image_features(self.clip.model, images)
+        return image_features(self.clip.model, self.normalize(data, self.encoder.tower.dtype))
 
     def _validate(self) -> Optional[dict]:
         """Zero-shot accuracy over all classes on the held-out images, split across ranks; None without any."""
