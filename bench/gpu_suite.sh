@@ -41,7 +41,7 @@ if [ "$DRY_RUN" = 1 ]; then  # SUITE_MODEL=pomp-tiny swaps ViT-B-16 for the tiny
   STEP_ARGS=(--dry-run ${SUITE_MODEL:+--model "$SUITE_MODEL"})
   VOCAB_ARGS=(--limit 200 --repeats 1 ${SUITE_MODEL:+--model "$SUITE_MODEL"})
 else
-  DEVICE=cuda STEP_ARGS=() VOCAB_ARGS=()
+  DEVICE=cuda STEP_ARGS=(--compile) VOCAB_ARGS=()
   GPU=$("$PYTHON" -c "
 import re, torch
 name = torch.cuda.get_device_name().lower()
@@ -79,9 +79,9 @@ run() {  # run NAME SECONDS COMMAND...
   fi
 }
 
-run "pretrain_step_$GPU" 240 "$PYTHON" bench/pretrain_step.py --preset gpu --device "$DEVICE" "${STEP_ARGS[@]}" \
+run "pretrain_step_$GPU" 230 "$PYTHON" bench/pretrain_step.py --preset gpu --device "$DEVICE" "${STEP_ARGS[@]}" \
   --out "$OUTDIR/pretrain_step_$GPU.json"
-run "encode_vocab_$GPU" 100 "$PYTHON" bench/encode_vocab.py --device "$DEVICE" "${VOCAB_ARGS[@]}" \
+run "encode_vocab_$GPU" 90 "$PYTHON" bench/encode_vocab.py --device "$DEVICE" "${VOCAB_ARGS[@]}" \
   --out "$OUTDIR/encode_vocab_$GPU.json"
 
 "$PYTHON" - "$OUTDIR" "$GPU" <<'EOF'
@@ -93,7 +93,7 @@ if step.is_file():
     result = json.loads(step.read_text())
     for name, row in result["results"].items():
         variants = {"ours": row} if name.startswith("feature_cache") else row
-        for variant in ("reference_style", "ours"):
+        for variant in ("reference_style", "ours", "ours_compiled_image_tower"):
             r = variants.get(variant)
             if r is None:
                 continue

@@ -151,3 +151,11 @@ def test_the_tool_reports_a_bad_checkpoint_in_one_line(data, tmp_path):
     assert result.returncode == 2
     assert "error:" in result.stderr and "is not a POMP pre-training checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_compiled_image_tower_trains_like_the_eager_one(data, tmp_path):
+    eager = load_prompt(train(data, tmp_path / "eager", epochs=1, val_per_class=0)).ctx
+    compiled = load_prompt(train(data, tmp_path / "compiled", epochs=1, val_per_class=0,
+                                 compile_image_tower=True)).ctx
+    assert torch.allclose(compiled, eager, atol=1e-4) and not torch.equal(eager, torch.zeros_like(eager))

@@ -3,7 +3,6 @@ cosine similarity, and top-1 / top-5 / mean per-class accuracy."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import open_clip
@@ -59,9 +58,25 @@ def model_dtype(module: nn.Module) -> torch.dtype:
 
 
 @torch.no_grad()
-def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised image features ``[N, D]`` float32 of normalised images ``[N, 3, H, W]`` (any float dtype)."""
-    return F.normalize(model.encode_image(images.to(model_dtype(model.visual))).float(), dim=-1)
+def image_features(
+    model: nn.Module, images: torch.Tensor, encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+) -> torch.Tensor:
+    """L2-normalised image features ``[N, D]`` float32 of normalised images ``[N, 3, H, W]`` (any float dtype).
+
+    ``encode`` replaces ``model.encode_image`` (e.g. a ``torch.compile``d one).
+    """
+    return F.normalize((encode or model.encode_image)(images.to(model_dtype(model.visual))).float(), dim=-1)
+
+
+def compiled_image_encoder(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model.encode_image`` through ``torch.compile`` (static shapes; a new batch size compiles again).
+
+    If compiling fails, the calls fall back to eager execution (dynamo's ``suppress_errors``) with a warning.
+    """
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(model.encode_image, dynamic=False)
 
 
 class AccuracyCounts:

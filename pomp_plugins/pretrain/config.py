@@ -99,6 +99,9 @@ class PretrainConfig:
     cache_image_features: bool = _option(False, "compute the image features of `views` fixed augmented views of "
                                                 "each training image once (memory-mapped file in OUTPUT), then "
                                                 "train the text side only; fixes the augmentations")
+    compile_image_tower: bool = _option(False, "torch.compile the frozen image tower for training steps (faster "
+                                               "steps after a compile of tens of seconds; falls back to eager "
+                                               "execution if compiling fails)")
     # run control
     workers: int = _option(8, "data-loading processes per training process (0: in the main process)")
     checkpoint_every_steps: int = _option(0, "also checkpoint every N steps (0: only at the end of each epoch)")

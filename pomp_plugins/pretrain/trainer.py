@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..classification.image_folder import Batch, ImageListDataset, collate_skipping
-from ..classification.zeroshot import evaluate, image_features
+from ..classification.zeroshot import compiled_image_encoder, evaluate, image_features
 from ..prompt.clip import load_clip
 from ..prompt.loss import correction_margin
 from ..prompt.prompt_file import Prompt, save_prompt
@@ -86,6 +86,7 @@ class Pretrainer:
         self.class_prompts = self.encoder.tokenize(self.split.names, device="cpu")
         preprocess = self.clip.model.visual.preprocess_cfg
         self.normalize = PixelNormalizer(preprocess["mean"], preprocess["std"], dist.device)
+        self.encode_images = compiled_image_encoder(self.clip.model) if config.compile_image_tower else None
         self.num_sampled = min(config.num_sampled, len(self.split.names))
         if self.num_sampled < config.num_sampled:
             self.log(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
@@ -247,7 +248,7 @@ class Pretrainer:
         data = batch.data.to(self.dist.device, non_blocking=True).flatten(0, 1)
         if self.config.cache_image_features:
             return data.float()
-        return image_features(self.clip.model, self.normalize(data, self.encoder.tower.dtype))
+        return image_features(self.clip.model, self.normalize(data, self.encoder.tower.dtype), self.encode_images)
 
     def _validate(self) -> Optional[dict]:
         """Zero-shot accuracy over all classes on the held-out images, split across ranks; None without any."""
