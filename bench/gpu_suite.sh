@@ -38,7 +38,7 @@ fi
 
 if [ "$DRY_RUN" = 1 ]; then  # SUITE_MODEL=pomp-tiny swaps ViT-B-16 for the tiny model (the tests do)
   DEVICE=cpu GPU=cpu-dry-run
-  STEP_ARGS=(--dry-run ${SUITE_MODEL:+--model "$SUITE_MODEL"})
+  STEP_ARGS=(--dry-run --compile ${SUITE_MODEL:+--model "$SUITE_MODEL"})
   VOCAB_ARGS=(--limit 200 --repeats 1 ${SUITE_MODEL:+--model "$SUITE_MODEL"})
 else
   DEVICE=cuda STEP_ARGS=(--compile) VOCAB_ARGS=()

@@ -117,7 +117,8 @@ class OursStep:
     def __init__(self, clip_model: nn.Module, names: list[str], n_ctx: int, num_sampled: int, logit_scale: float,
                  ctx: torch.Tensor, dtype: torch.dtype, device: torch.device, compile_image_tower: bool = False):
         self.model = copy.deepcopy(clip_model).to(device=device, dtype=dtype)
-        self.encode = compiled_image_encoder(self.model) if compile_image_tower else None
+        # no silent fall-back to eager here: a failed compile must show as an error, not as a compiled time
+        self.encode = compiled_image_encoder(self.model, fall_back=False) if compile_image_tower else None
         self.encoder = PromptedTextEncoder.from_clip(self.model, n_ctx)
         with torch.no_grad():
             self.encoder.ctx.copy_(ctx)

@@ -68,14 +68,16 @@ def image_features(
     return F.normalize((encode or model.encode_image)(images.to(model_dtype(model.visual))).float(), dim=-1)
 
 
-def compiled_image_encoder(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def compiled_image_encoder(model: nn.Module, fall_back: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """``model.encode_image`` through ``torch.compile`` (static shapes; a new batch size compiles again).
 
-    If compiling fails, the calls fall back to eager execution (dynamo's ``suppress_errors``) with a warning.
+    With ``fall_back``, a failing compile makes the calls run eagerly (dynamo's ``suppress_errors``, with a
+    warning); without, the first call raises.
     """
-    import torch._dynamo
+    if fall_back:
+        import torch._dynamo as dynamo
 
-    torch._dynamo.config.suppress_errors = True
+        dynamo.config.suppress_errors = True
     return torch.compile(model.encode_image, dynamic=False)
 
 
