@@ -49,6 +49,14 @@ def tiny_cfg(toy_root, *opts, config="POMP-Tiny-CPU.yaml"):
     return cfg
 
 
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group, for wrapping models in DistributedDataParallel on the CPU."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
 def mapped(cfg, name, is_train, count):
     mapper = DatasetMapper(cfg, is_train=is_train)
     return [mapper(d) for d in DatasetCatalog.get(name)[:count]]
@@ -70,7 +78,7 @@ def test_bad_input_fails_at_build_time(toy, opts, error, message):
         build_model(tiny_cfg(toy, *opts))
 
 
-def test_vocabulary_swap_through_ddp_keeps_common_class_predictions(toy, tmp_path):
+def test_vocabulary_swap_through_ddp_keeps_common_class_predictions(toy, process_group):
     cfg = tiny_cfg(toy, "TEST.DETECTIONS_PER_IMAGE", 1000)  # no top-k cut: each class's detections stand alone
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -78,14 +86,10 @@ def test_vocabulary_swap_through_ddp_keeps_common_class_predictions(toy, tmp_pat
     with torch.no_grad():
         before = [x["instances"] for x in model(inputs)]
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        metadata = set_vocabulary(wrapped, cfg, [NAMES[4], "traffic light", NAMES[1], "kite", "zebra"])
-        with torch.no_grad():
-            after = [x["instances"] for x in wrapped(inputs)]
-    finally:
-        dist.destroy_process_group()
+    wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    metadata = set_vocabulary(wrapped, cfg, [NAMES[4], "traffic light", NAMES[1], "kite", "zebra"])
+    with torch.no_grad():
+        after = [x["instances"] for x in wrapped(inputs)]
 
     assert metadata.thing_classes[:3] == [NAMES[4], "traffic light", NAMES[1]]
     assert model.roi_heads.num_test_classes == 5 and model.roi_heads.num_classes == 6
@@ -170,6 +174,18 @@ def test_training_lowers_the_loss_on_a_fixed_batch(toy, variant):
             sum(losses.values()).backward()
             optimizer.step()
     assert history[-1] < 0.6 * history[0], history
+
+
+@pytest.mark.slow
+def test_ddp_needs_no_unused_parameter_search_whatever_a_batch_holds(toy, process_group):
+    """DDP without find_unused_parameters fails at the next step if any parameter got no gradient."""
+    cfg = tiny_cfg(toy, "MODEL.POMP.WITH_IMAGE_LABELS", True)
+    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg).train(), broadcast_buffers=False)
+    boxes = mapped(cfg, "pomp_toy_train", True, 2)
+    labelled = [{"image": x["image"], "height": x["height"], "width": x["width"], "image_labels": [1]} for x in boxes]
+    with EventStorage():
+        for batch in (labelled, boxes, labelled, boxes[:1] + labelled[1:], boxes):
+            sum(model(batch).values()).backward()
 
 
 @pytest.mark.slow

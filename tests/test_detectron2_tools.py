@@ -76,20 +76,25 @@ def test_evaluators_give_ap_100_for_the_ground_truth(toy, tmp_path, format):
     assert not hasattr(np, "float")  # lvis's np.float only existed during the evaluation
 
 
-def toy_args(toy, output_dir, *extra):
-    return ["--config-file", str(ROOT / "detectron2_configs" / "POMP-Tiny-CPU.yaml"), *extra,
-            "OUTPUT_DIR", str(output_dir), "TEST.DETECTIONS_PER_IMAGE", "20",
-            "DATASETS.REGISTER.pomp_toy_train.JSON", str(toy / "train.json"),
-            "DATASETS.REGISTER.pomp_toy_train.IMAGE_ROOT", str(toy / "images"),
-            "DATASETS.REGISTER.pomp_toy_val.JSON", str(toy / "val.json"),
-            "DATASETS.REGISTER.pomp_toy_val.IMAGE_ROOT", str(toy / "images")]
+def toy_args(toy, output_dir, *extra, config="POMP-Tiny-CPU.yaml"):
+    datasets = {"pomp_toy_train": "train", "pomp_toy_val": "val"}
+    if "image-labels" in config:
+        datasets["pomp_toy_image_labels"] = "image_labels"
+    paths = [[f"DATASETS.REGISTER.{name}.JSON", str(toy / f"{split}.json"), f"DATASETS.REGISTER.{name}.IMAGE_ROOT",
+              str(toy / "images")] for name, split in datasets.items()]
+    return ["--config-file", str(ROOT / "detectron2_configs" / config), *extra, "OUTPUT_DIR", str(output_dir),
+            "TEST.DETECTIONS_PER_IMAGE", "20", *sum(paths, [])]
 
 
 @pytest.mark.slow
 def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys):
     train_net = load_tool("train_net")
-    train = toy_args(toy, tmp_path, "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()")  # evaluated below
-    assert train_net.run_tool(train_net.cli, train) == 0
+    no_test = ("SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()")  # evaluated below
+    assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path / "detic", *no_test,
+                                                      config="POMP-Tiny-CPU_image-labels.yaml")) == 0
+    metrics = [json.loads(line) for line in (tmp_path / "detic" / "metrics.json").read_text().splitlines()]
+    assert any("loss_image_label_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
+    assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path, *no_test)) == 0
     weights = tmp_path / "model_final.pth"
     assert weights.is_file()
 
