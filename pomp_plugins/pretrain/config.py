@@ -133,6 +133,8 @@ class PretrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 0 < self.crop_scale_min <= 1:
             raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
+        if self.vocabulary and self.names_file:
+            raise ValueError("give either a vocabulary or a names file, not both")
         if self.log_base is not None and (self.log_base <= 0 or self.log_base == 1):
             raise ValueError(f"log_base must be positive and not 1 (or none), got {self.log_base}")
 
