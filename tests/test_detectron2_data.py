@@ -1,11 +1,13 @@
 """Datasets from json paths (LVIS, LVIS base, image labels), federated-loss weights and the dataset-ratio loader."""
 import itertools
+import json
 from collections import Counter
 
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 
 from pomp_plugins.detectron2 import DatasetRatioSampler, add_pomp_config, build_train_loader, register_dataset
 from pomp_plugins.detectron2.config import PompConfigError
@@ -57,6 +59,18 @@ def test_bad_dataset_files_fail_clearly(tmp_path, toy):
         DatasetCatalog.get("test_missing")
     with pytest.raises(PompConfigError, match="unknown format 'yolo'"):
         register_dataset("test_yolo", "yolo", "x.json", str(tmp_path))
+
+
+def test_box_only_annotations_are_kept_and_broken_polygons_skipped(tmp_path):
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+            "categories": [{"id": 7, "name": "cat", "frequency": "f", "image_count": 1}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [0, 0, 4, 4]},
+                            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [1, 1, 2, 2],
+                             "segmentation": [[1, 1, 3, 1]]}]}
+    (tmp_path / "boxes.json").write_text(json.dumps(data))
+    register_dataset("test_box_only", "lvis", str(tmp_path / "boxes.json"), str(tmp_path))
+    (image,) = DatasetCatalog.get("test_box_only")
+    assert image["annotations"] == [{"bbox": [0, 0, 4, 4], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]
 
 
 def test_ratio_sampler_gives_homogeneous_batches_at_the_ratio():

@@ -98,7 +98,8 @@ def load_lvis_format_json(json_file: str, image_root: str, dataset_name: Optiona
                           remove_rare: bool = False) -> list[dict]:
     """Dataset dicts (detectron2's format, contiguous category ids) of an LVIS-format json.
 
-    ``remove_rare`` drops the annotations of rare classes. Annotations without a valid polygon are skipped.
+    ``remove_rare`` drops the annotations of rare classes. Annotations without a ``segmentation`` are kept as
+    boxes (for box-only data and ``MASK_ON: False``); those whose polygons are all invalid are skipped.
     """
     data = _read_json(json_file, ("images", "annotations", "categories"))
     meta = _class_metadata(data, json_file, remove_rare)
@@ -111,14 +112,15 @@ def load_lvis_format_json(json_file: str, image_root: str, dataset_name: Optiona
     for a in data["annotations"]:
         if a["category_id"] in removed:
             continue
-        polygons = [p for p in a.get("segmentation", []) if len(p) % 2 == 0 and len(p) >= 6]
-        if not polygons:
-            skipped += 1
-            continue
-        per_image[a["image_id"]].append({"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS,
-                                         "category_id": id_map[a["category_id"]], "segmentation": polygons})
+        record = {"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": id_map[a["category_id"]]}
+        if "segmentation" in a:
+            record["segmentation"] = [p for p in a["segmentation"] if len(p) % 2 == 0 and len(p) >= 6]
+            if not record["segmentation"]:
+                skipped += 1
+                continue
+        per_image[a["image_id"]].append(record)
     if skipped:
-        logger.warning(f"{json_file}: skipped {skipped} annotations without a valid polygon")
+        logger.warning(f"{json_file}: skipped {skipped} annotations whose polygons all have fewer than 3 points")
 
     return [
         {
