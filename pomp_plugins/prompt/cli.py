@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
+from .classifier import EmbeddingFileError
 from .clip import WeightsUnavailableError
 from .embedder import DEFAULT_PRETRAINED
 from .prompt_file import PromptFileError
@@ -12,14 +13,20 @@ from .text_encoder import PromptWidthError
 from .vocabularies import VOCABULARY_NAMES, Vocabulary, VocabularyError, resolve_vocabulary
 
 # Mistakes in what the user asked for: reported in one line, without a traceback.
-USER_ERRORS = (FileNotFoundError, PromptFileError, PromptWidthError, VocabularyError, WeightsUnavailableError)
+USER_ERRORS = (FileNotFoundError, EmbeddingFileError, PromptFileError, PromptWidthError, VocabularyError,
+               WeightsUnavailableError)
 
 
-def run_tool(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
-    """Run a tool's ``main``, turning a user error into ``error: ...`` on stderr and exit status 2."""
+def run_tool(
+    main: Callable[[Optional[Sequence[str]]], int],
+    argv: Optional[Sequence[str]] = None,
+    extra_errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run a tool's ``main``, turning a user error (``USER_ERRORS`` + ``extra_errors``) into ``error: ...`` on
+    stderr and exit status 2."""
     try:
         return main(argv)
-    except USER_ERRORS as error:
+    except USER_ERRORS + extra_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
