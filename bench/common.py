@@ -1,9 +1,11 @@
 """Timing and peak-memory helpers shared by the benchmarks (one process, one device, warm-up first)."""
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -65,3 +67,12 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warm
         synchronize(device)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def write_result(result: dict, out: str | None) -> None:
+    """Print ``result`` as indented JSON, and also write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")

@@ -14,7 +14,6 @@ warm embedding cache). Prints JSON.
     python bench/detectron2_head.py --device cuda --proposals 1000
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from detectron2.modeling import build_roi_heads
 from detectron2.structures import Boxes, Instances
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, time_call  # noqa: E402
+from common import machine, time_call, write_result  # noqa: E402
 
 from pomp_plugins.detectron2 import add_pomp_config, set_class_embeddings, set_vocabulary  # noqa: E402
 from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
@@ -136,11 +135,7 @@ def main(argv=None) -> dict:
                                                                    1, warmup=0)
         result["vocabulary_swap"] = swap
 
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    write_result(result, args.out)
     return result
 
 

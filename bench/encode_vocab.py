@@ -9,7 +9,6 @@ to 77 tokens, ours sorts by length and cuts each batch after its last EOT token.
     python bench/encode_vocab.py --device cuda --out bench/results/encode_vocab_h200.json
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import open_clip
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine, time_call  # noqa: E402
+from common import PeakMemory, machine, time_call, write_result  # noqa: E402
 
 from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
 
@@ -72,11 +71,7 @@ def main(argv=None) -> dict:
         "speedup": reference_s / ours_s,
         "max_abs_difference": difference,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    write_result(result, args.out)
     return result
 
 

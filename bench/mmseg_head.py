@@ -13,7 +13,6 @@ as JSON; the CLIP region stage (``--clip-stage``, 100 ViT crops per image) is op
     python bench/mmseg_head.py --device cuda --size 512 --batch 8 --clip-stage --out bench/results/mmseg_head_h100.json
 """
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine, time_call  # noqa: E402
+from common import PeakMemory, machine, time_call, write_result  # noqa: E402
 
 from pomp_plugins.mmseg import load_split  # noqa: E402  (importing it registers the heads)
 from pomp_plugins.prompt import get_vocabulary  # noqa: E402
@@ -151,11 +150,7 @@ def main(argv=None) -> dict:
             / results["stock_fcn_r50d8"]["train_ms_per_image_fastest"],
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    write_result(result, args.out)
     return result
 
 
