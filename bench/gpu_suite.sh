@@ -93,14 +93,14 @@ if step.is_file():
     result = json.loads(step.read_text())
     for name, row in result["results"].items():
         variants = {"ours": row} if name.startswith("feature_cache") else row
-        for variant in ("reference_style", "ours", "ours_compiled_image_tower"):
+        for variant in ("reference_style", "ours_without_cuda_graphs", "ours", "ours_compiled_image_tower"):
             r = variants.get(variant)
             if r is None:
                 continue
             if "error" in r:
-                print(f"{name:24s} {variant:16s} FAILED: {r['error']}")
+                print(f"{name:24s} {variant:25s} FAILED: {r['error']}")
                 continue
-            print(f"{name:24s} {variant:16s} {r['ms_per_step']:8.1f} ms/step {r['images_per_s']:9.0f} img/s "
+            print(f"{name:24s} {variant:25s} {r['ms_per_step']:8.1f} ms/step {r['images_per_s']:9.0f} img/s "
                   f"{r['peak_gib']:6.2f} GiB")
         if "speedup" in row:
             memory = f", {row['memory_ratio']:.2f}x less memory" if "memory_ratio" in row else ""

@@ -8,7 +8,8 @@ every view of every image encoded again next to the K-1 negatives, then the same
 
 ours (``pomp_plugins.pretrain.PompStep``, the trainer's step): frozen weights in bf16 (fp32 on a CPU), fp32
 ``ctx``, image tower under ``no_grad``, each distinct class encoded once, shared ``[SOT] ctx`` prefix and packed name
-tokens; and ours in feature-cache mode (image features read from a memory-mapped file, text side only).
+tokens; on a GPU, fixed shapes replayed as CUDA graphs (also timed without them); and ours in feature-cache mode
+(image features read from a memory-mapped file, text side only).
 
 Prints (and with ``--out`` writes) JSON: ms/step, images/s and peak memory of each, ratios, and the loss of both
 on the same first batch (they compute the same loss; on a CPU in fp32 the two agree to about 1e-6).
@@ -21,6 +22,7 @@ import argparse
 import copy
 import gc
 import itertools
+from functools import partial
 import json
 import sys
 import tempfile
@@ -37,7 +39,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakMemory, machine, synchronize, time_call  # noqa: E402
 
-from pomp_plugins.classification.zeroshot import compiled_image_encoder, image_features  # noqa: E402
+from pomp_plugins.classification.zeroshot import compiled_image_encoder  # noqa: E402
 from pomp_plugins.prompt import (  # noqa: E402
     LocalContrastPlan,
     PromptedTextEncoder,
@@ -45,7 +47,7 @@ from pomp_plugins.prompt import (  # noqa: E402
     load_clip,
     pomp_loss,
 )
-from pomp_plugins.pretrain import PompStep, step_negatives  # noqa: E402
+from pomp_plugins.pretrain import PompStep, image_feature_function, step_negatives  # noqa: E402
 from pomp_plugins.prompt.text_encoder import to_device  # noqa: E402
 
 PRESETS = {
@@ -110,27 +112,31 @@ class ReferenceStyleStep:
 
 
 class OursStep:
-    """``PompStep`` with the image tower in front of it, as the trainer runs it."""
+    """``PompStep`` with the image tower in front of it, as the trainer runs it (CUDA graphs on a GPU unless
+    ``cuda_graphs=False``)."""
 
     labels_on_device = False  # labels and negatives stay on the CPU, where the step is planned
 
     def __init__(self, clip_model: nn.Module, names: list[str], n_ctx: int, num_sampled: int, logit_scale: float,
-                 ctx: torch.Tensor, dtype: torch.dtype, device: torch.device, compile_image_tower: bool = False):
+                 ctx: torch.Tensor, dtype: torch.dtype, device: torch.device, images_per_step: int,
+                 compile_image_tower: bool = False, cuda_graphs: bool = True):
         self.model = copy.deepcopy(clip_model).to(device=device, dtype=dtype)
         # no silent fall-back to eager here: a failed compile must show as an error, not as a compiled time
-        self.encode = compiled_image_encoder(self.model, fall_back=False) if compile_image_tower else None
+        encode = compiled_image_encoder(self.model, fall_back=False) if compile_image_tower else None
+        cuda_graphs = cuda_graphs and device.type == "cuda"
+        self.image_features = image_feature_function(self.model, encode, cuda_graphs)
         self.encoder = PromptedTextEncoder.from_clip(self.model, n_ctx)
         with torch.no_grad():
             self.encoder.ctx.copy_(ctx)
         self.step = PompStep(self.encoder, self.encoder.tokenize(names, device="cpu"), logit_scale, num_sampled,
-                             LOG_BASE, sgd(self.encoder.ctx))
+                             LOG_BASE, sgd(self.encoder.ctx), cuda_graphs=cuda_graphs, max_positives=images_per_step)
 
     def loss(self, images, labels, negatives) -> torch.Tensor:
-        return self.step.loss(image_features(self.model, images, self.encode), self.step.prepare(labels, negatives))
+        return self.step.loss(self.image_features(images), self.step.prepare(labels, negatives))
 
     def __call__(self, images, labels, negatives) -> None:
         inputs = self.step.prepare(labels, negatives)  # on the CPU, before the step's device work
-        self.step(image_features(self.model, images, self.encode), inputs)
+        self.step(self.image_features(images), inputs)
 
 
 def cached_features(folder: Path, views: int, dim: int) -> np.ndarray:
@@ -236,7 +242,7 @@ def main(argv=None) -> dict:
     # Lightest first, for the CPU's peak-RSS measure: feature cache, then ours, then reference-style.
     def feature_cache() -> dict:
         ctx = torch.randn(4, width, generator=torch.Generator().manual_seed(4)) * 0.02
-        ours = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device)
+        ours = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device, batch)
         picks = [np.sort(np.random.default_rng(i).choice(CACHED_IMAGES, batch, replace=False))
                  for i in range(DISTINCT_STEPS)]
         counter = itertools.count()
@@ -256,8 +262,12 @@ def main(argv=None) -> dict:
     for n_ctx in settings["n_ctx"]:
         ctx = torch.randn(n_ctx, width, generator=torch.Generator().manual_seed(n_ctx)) * 0.02
         entry = rows[f"n_ctx_{n_ctx}"] = {}
-        for name, kind, dtype in (("ours", OursStep, ours_dtype),
-                                  ("reference_style", ReferenceStyleStep, reference_dtype)):
+        variants = [("ours", partial(OursStep, images_per_step=batch), ours_dtype),
+                    ("reference_style", ReferenceStyleStep, reference_dtype)]
+        if device.type == "cuda" and n_ctx == 4:  # what the CUDA graphs save
+            variants.insert(1, ("ours_without_cuda_graphs", partial(OursStep, images_per_step=batch,
+                                                                    cuda_graphs=False), ours_dtype))
+        for name, kind, dtype in variants:
             def measure_it(kind=kind, dtype=dtype, name=name) -> dict:
                 step = kind(base.model, names, n_ctx, num_sampled, base.logit_scale, ctx, dtype, device)
                 first_images, first_labels, first_negatives = data_for(step, dtype)
@@ -266,7 +276,7 @@ def main(argv=None) -> dict:
                                                                         first_negatives[0]))
                 timing = measure(stepper(step, dtype), device, settings["repeats"], settings["warmup"], batch)
                 if name == "ours":
-                    forward = lambda: image_features(step.model, first_images)  # noqa: E731
+                    forward = lambda: step.image_features(first_images)  # noqa: E731
                     timing["image_forward_ms"] = 1e3 * time_call(forward, device, settings["repeats"], 1)
                 return timing
 
@@ -281,7 +291,8 @@ def main(argv=None) -> dict:
     if args.compile:
         def compiled() -> dict:
             ctx = torch.randn(4, width, generator=torch.Generator().manual_seed(4)) * 0.02
-            step = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device, True)
+            step = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device, batch,
+                            compile_image_tower=True)
             step_images, step_labels, step_negatives_ = data_for(step, ours_dtype)
             started = time.perf_counter()
             step(step_images, step_labels, step_negatives_[0])  # compiles

@@ -35,6 +35,31 @@ def test_features_and_ctx_gradient_match_open_clip(tiny_clip, n_ctx):
     assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
 
 
+@pytest.mark.parametrize("n_ctx", [4, 16])
+def test_the_dense_fixed_shape_layout_matches_open_clip(tiny_clip, n_ctx):
+    """CUDA graphs need fixed shapes: padded rows and suffix slots must not change the real prompts' features."""
+    from pomp_plugins.prompt.text_encoder import PackedPrompts
+
+    names = [name for name in NAMES if len(name) < 100]  # padding must stay inside CLIP's 77 positions
+    encoder = PromptedTextEncoder.from_clip(tiny_clip.model, n_ctx, generator=torch.Generator().manual_seed(0))
+    prompts = encoder.tokenize(names)
+    longest = int(prompts.eot.max()) - n_ctx  # suffix tokens of the longest prompt
+    dense = PackedPrompts.dense(prompts, 1 + n_ctx, batch=len(names) + 3, length=longest + 2)
+    assert dense.slots is None and dense.ids.shape == ((len(names) + 3) * (longest + 2),)
+    weights = torch.randn(len(names), encoder.tower.output_dim, generator=torch.Generator().manual_seed(1))
+
+    ours = encoder(dense)[: len(names)]
+    (ours * weights).sum().backward()
+    ctx = encoder.ctx.detach().clone().requires_grad_(True)
+    reference = reference_features(tiny_clip.model, ctx, names)
+    (reference * weights).sum().backward()
+
+    assert ((ours.detach() - reference.detach()).abs().max() / reference.abs().max()) < 1e-5
+    assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="do not fit a dense layout"):
+        PackedPrompts.dense(prompts, 1 + n_ctx, batch=len(names), length=longest - 1)
+
+
 def test_the_generic_path_for_other_blocks_gives_the_same_features(tiny_clip, monkeypatch):
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
     names = list(get_vocabulary("imagenet21k-p").names[:50])
@@ -50,3 +75,24 @@ def test_blocks_other_than_open_clips_standard_one_are_not_packed():
     tower = FrozenTextTower(clip.model)
     tower.transformer.resblocks[0].attn.add_zero_attn = True  # something the packed path does not implement
     assert not tower.packable
+
+
+def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip):
+    """The layout CUDA graphs replay (padded rows and suffixes, every step the same shapes) changes nothing."""
+    from pomp_plugins.pretrain import PompStep, step_negatives
+
+    names = list(get_vocabulary("imagenet21k-p").names[:300])
+    labels = torch.tensor([3, 3, 150, 150, 299, 299])  # 3 images x 2 views
+    features = torch.nn.functional.normalize(torch.randn(6, 64, generator=torch.Generator().manual_seed(2)), dim=-1)
+    results = []
+    for fixed in (False, True):
+        encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
+        step = PompStep(encoder, encoder.tokenize(names, device="cpu"), 100.0, 40, 10.0,
+                        torch.optim.SGD([encoder.ctx], lr=0.1), cuda_graphs=fixed, max_positives=3)
+        inputs = step.prepare(labels, step_negatives(len(names), 40, 0, 0, 0))
+        if fixed:  # 39 negatives + 3 images' labels; the longest prompt of all 300 names
+            assert inputs.prompts.batch == 42 and len(inputs.plan.classes) == 42
+        results.append((float(step(features, inputs)), encoder.ctx.detach().clone()))
+    (packed_loss, packed_ctx), (fixed_loss, fixed_ctx) = results
+    assert abs(packed_loss - fixed_loss) < 1e-5
+    assert torch.allclose(packed_ctx, fixed_ctx, atol=1e-6)

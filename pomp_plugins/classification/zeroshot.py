@@ -28,7 +28,7 @@ def text_classifier(
     hard_prompt: Optional[str] = None,
     templates: Optional[str] = None,
     cache: Optional[EmbeddingCache] = None,
-    batch_size: int = 1024,
+    batch_size: int = 4096,
     progress: bool = False,
 ) -> torch.Tensor:
     """L2-normalised class embeddings ``[C, D]`` float32 on CLIP's device.

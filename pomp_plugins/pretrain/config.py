@@ -99,6 +99,8 @@ class PretrainConfig:
     cache_image_features: bool = _option(False, "compute the image features of `views` fixed augmented views of "
                                                 "each training image once (memory-mapped file in OUTPUT), then "
                                                 "train the text side only; fixes the augmentations")
+    cuda_graphs: bool = _option(True, "on a GPU, give every step the same shapes and replay its image forward and "
+                                      "its text forward+backward as CUDA graphs (no effect on a CPU)")
     compile_image_tower: bool = _option(False, "torch.compile the frozen image tower for training steps (faster "
                                                "steps after a compile of tens of seconds; falls back to eager "
                                                "execution if compiling fails)")

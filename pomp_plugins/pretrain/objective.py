@@ -6,18 +6,22 @@ This is the step both the trainer and ``bench/pretrain_step.py`` run. What makes
 - the text tower shares the ``[SOT] ctx`` prefix across prompts and packs the name tokens without padding
   (``PromptedTextEncoder``), with the index work done on the CPU before the step's device work
   (``PompStep.prepare``), so nothing in the step waits for the device;
-- only ``ctx`` (fp32) requires grad, so the backward pass computes activation gradients, never weight gradients.
+- only ``ctx`` (fp32) requires grad, so the backward pass computes activation gradients, never weight gradients;
+- with ``cuda_graphs``, every step has the same shapes (a dense layout of as many prompt rows as a step can need)
+  and its forward and backward are one CUDA-graph replay instead of thousands of kernel launches.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from ..classification.zeroshot import image_features
 from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sample_negatives
 from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts
+from .cuda_graphs import CapturedFunction
 from .data import NEGATIVES, derive_seed
 
 
@@ -25,6 +29,21 @@ def step_negatives(num_classes: int, num_sampled: int, seed: int, rank: int, ste
     """The ``[K-1]`` negatives of ``step`` on ``rank``: from a seed derived from ``(seed, rank, step)``."""
     generator = torch.Generator().manual_seed(derive_seed(seed, NEGATIVES, rank, step))
     return sample_negatives(num_classes, num_sampled, generator)
+
+
+def image_feature_function(
+    model: torch.nn.Module, encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, cuda_graphs: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Normalised images ``[R, 3, H, W]`` -> normalised features ``[R, D]`` float32 of the frozen image tower.
+
+    ``encode`` replaces ``model.encode_image`` (e.g. compiled); with ``cuda_graphs`` the forward is replayed as a
+    CUDA graph per batch shape, and the returned tensor is overwritten by the next call.
+    """
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return image_features(model, images, encode)
+
+    return CapturedFunction(forward) if cuda_graphs else forward
 
 
 @dataclass
@@ -53,6 +72,11 @@ class PompStep:
         optimizer: over ``[encoder.ctx]``.
         sync_gradients: called with the local number of feature rows after backward (and with 0 when this
             process had no rows); it must make ``ctx.grad`` the global mean and return the global row count.
+        cuda_graphs: give every step the same shapes (prompts in a dense layout of
+            ``num_sampled - 1 + max_positives`` rows, each as long as the vocabulary's longest prompt) and, on a
+            CUDA device, replay each step's forward and backward as a CUDA graph. On a CPU the fixed-shape layout
+            runs eagerly (the tests use this).
+        max_positives: the most distinct labels a step can hold (images per step); default: feature rows.
     """
 
     def __init__(
@@ -64,10 +88,18 @@ class PompStep:
         log_base: Optional[float],
         optimizer: torch.optim.Optimizer,
         sync_gradients: Optional[Callable[[int], int]] = None,
+        cuda_graphs: bool = False,
+        max_positives: Optional[int] = None,
     ):
         self.encoder, self.class_prompts, self.logit_scale = encoder, class_prompts, logit_scale
         self.num_sampled, self.log_base, self.optimizer = num_sampled, log_base, optimizer
         self.sync_gradients = sync_gradients
+        self.fixed_shapes, self.max_positives = cuda_graphs, max_positives
+        self.captured = None
+        if cuda_graphs and encoder.ctx.is_cuda:
+            if not encoder.tower.packable:
+                raise ValueError("CUDA graphs need open_clip's standard text blocks (the packed path)")
+            self.captured = CapturedFunction(self._loss_and_backward, before_capture=self._drop_gradient)
 
     @property
     def num_classes(self) -> int:
@@ -76,7 +108,15 @@ class PompStep:
     def prepare(self, labels: torch.Tensor, negatives: torch.Tensor) -> StepInputs:
         """Plan the step for ``labels`` ``[R]`` (one per feature row) and ``negatives`` ``[K-1]``, best on the CPU."""
         plan = plan_local_contrast(labels, negatives)
-        prompts = self.encoder.pack(self.class_prompts.select(plan.classes.to(self.class_prompts.ids.device)))
+        selected = self.class_prompts.select(plan.classes.to(self.class_prompts.ids.device))
+        if not self.fixed_shapes:
+            return StepInputs(plan.to(self.encoder.ctx.device), self.encoder.pack(selected))
+        num_prefix = 1 + self.encoder.n_ctx
+        rows = min(self.num_classes, len(negatives) + (self.max_positives or len(labels)))
+        suffix = int(self.class_prompts.eot.max()) + 1 - num_prefix  # reaches every class's EOT
+        prompts = PackedPrompts.dense(selected, num_prefix, rows, suffix).to(self.encoder.ctx.device)
+        padding = plan.classes[:1].expand(rows - len(plan.classes))  # the classes of the padded prompt rows
+        plan = replace(plan, classes=torch.cat([plan.classes, padding]))
         return StepInputs(plan.to(self.encoder.ctx.device), prompts)
 
     def loss(self, image_features: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
@@ -84,15 +124,43 @@ class PompStep:
         text = F.normalize(self.encoder(inputs.prompts), dim=-1)
         return pomp_loss(image_features, text, inputs.plan, self.logit_scale, self.num_classes, self.log_base)
 
+    def _loss_and_backward(self, image_features: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        """The captured part of a step: loss and backward from flat tensors (``_flatten``'s order)."""
+        plan = LocalContrastPlan(*tensors[:5])
+        ids, eot, packed_ids, positions, eot_rows, mask = tensors[5:]
+        prompts = PackedPrompts(TokenizedPrompts(ids, eot), 1 + self.encoder.n_ctx, packed_ids, positions, None,
+                                eot_rows, mask)
+        loss = self.loss(image_features, StepInputs(plan, prompts))
+        loss.backward()
+        return loss.detach()
+
+    @staticmethod
+    def _flatten(inputs: StepInputs) -> list[torch.Tensor]:
+        plan, prompts = inputs.plan, inputs.prompts
+        return [plan.classes, plan.labels, plan.negatives, plan.positive_index, plan.negative_index,
+                prompts.prompts.ids, prompts.prompts.eot, prompts.ids, prompts.positions, prompts.eot_rows,
+                prompts.mask]
+
+    def _drop_gradient(self) -> None:
+        self.encoder.ctx.grad = None
+
     def __call__(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
         """Update ``ctx`` from one batch; returns the detached loss (``None`` if this process had no rows)."""
-        self.optimizer.zero_grad(set_to_none=True)
         loss = None
-        if inputs.rows:
-            loss = self.loss(image_features, inputs)
-            loss.backward()
-        elif self.sync_gradients is not None:
-            self.encoder.ctx.grad = torch.zeros_like(self.encoder.ctx)
+        if self.captured is not None:  # each replay overwrites ctx.grad in the graph's memory
+            if inputs.rows:
+                loss = self.captured(image_features, *self._flatten(inputs)).clone()
+            elif self.encoder.ctx.grad is not None:
+                self.encoder.ctx.grad.zero_()
+            else:
+                self.encoder.ctx.grad = torch.zeros_like(self.encoder.ctx)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            if inputs.rows:
+                loss = self.loss(image_features, inputs)
+                loss.backward()
+            elif self.sync_gradients is not None:
+                self.encoder.ctx.grad = torch.zeros_like(self.encoder.ctx)
         total = self.sync_gradients(inputs.rows) if self.sync_gradients is not None else inputs.rows
         if total:
             self.optimizer.step()

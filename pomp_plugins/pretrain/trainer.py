@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..classification.image_folder import Batch, ImageListDataset, collate_skipping
-from ..classification.zeroshot import compiled_image_encoder, evaluate, image_features
+from ..classification.zeroshot import compiled_image_encoder, evaluate
 from ..prompt.clip import load_clip
 from ..prompt.loss import correction_margin
 from ..prompt.prompt_file import Prompt, save_prompt
@@ -31,7 +31,7 @@ from .config import PretrainConfig, PretrainError
 from .data import PROMPT_INIT, EpochBatchSampler, MultiViewDataset, PixelNormalizer, derive_seed, train_augmentation
 from .distributed import Distributed, init_distributed
 from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
-from .objective import PompStep, step_negatives
+from .objective import PompStep, image_feature_function, step_negatives
 from .split import atomic_write_text, prepare_split
 
 
@@ -86,7 +86,9 @@ class Pretrainer:
         self.class_prompts = self.encoder.tokenize(self.split.names, device="cpu")
         preprocess = self.clip.model.visual.preprocess_cfg
         self.normalize = PixelNormalizer(preprocess["mean"], preprocess["std"], dist.device)
-        self.encode_images = compiled_image_encoder(self.clip.model) if config.compile_image_tower else None
+        encode = compiled_image_encoder(self.clip.model) if config.compile_image_tower else None
+        self.cuda_graphs = config.cuda_graphs and dist.device.type == "cuda"
+        self.image_features = image_feature_function(self.clip.model, encode, self.cuda_graphs)
         self.num_sampled = min(config.num_sampled, len(self.split.names))
         if self.num_sampled < config.num_sampled:
             self.log(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
@@ -95,7 +97,8 @@ class Pretrainer:
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(learning_rate_factor, config))
         self.step = PompStep(self.encoder, self.class_prompts, self.clip.logit_scale, self.num_sampled,
-                             config.log_base, self.optimizer, partial(dist.average_gradient, self.encoder.ctx))
+                             config.log_base, self.optimizer, partial(dist.average_gradient, self.encoder.ctx),
+                             cuda_graphs=self.cuda_graphs, max_positives=config.batch_size)
         self.state = RunState()
         self.train_data = self._train_dataset()
         if resume_from is not None:
@@ -248,7 +251,7 @@ class Pretrainer:
         data = batch.data.to(self.dist.device, non_blocking=True).flatten(0, 1)
         if self.config.cache_image_features:
             return data.float()
-        return image_features(self.clip.model, self.normalize(data, self.encoder.tower.dtype), self.encode_images)
+        return self.image_features(self.normalize(data, self.encoder.tower.dtype))
 
     def _validate(self) -> Optional[dict]:
         """Zero-shot accuracy over all classes on the held-out images, split across ranks; None without any."""

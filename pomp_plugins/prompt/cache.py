@@ -80,7 +80,7 @@ def class_embeddings(
     names: Sequence[str],
     cache: Optional[EmbeddingCache] = None,
     normalize: bool = True,
-    batch_size: int = 1024,
+    batch_size: int = 4096,
     progress: bool = False,
 ) -> torch.Tensor:
     """Classifier weights ``[len(names), D]`` float32 on CPU: one text embedding per class name, no gradient.

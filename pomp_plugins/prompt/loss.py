@@ -85,7 +85,7 @@ def pomp_loss(
     """
     similarity = logit_scale * image_features.float() @ text_features.float().t()  # [B, U]
     positive = similarity.gather(1, plan.positive_index[:, None])  # [B, 1]
-    negative = similarity[:, plan.negative_index]  # [B, K-1]
+    negative = similarity.index_select(1, plan.negative_index)  # [B, K-1]
     is_own_class = plan.negatives[None, :] == plan.labels[:, None]  # [B, K-1]
     if log_base is not None:
         num_sampled = len(plan.negatives) + 1

@@ -171,7 +171,7 @@ class FrozenTextTower(nn.Module):
         x = torch.cat([prefix + position[: packed.num_prefix], self.embed(packed.ids) + position[packed.positions]])
         for block in self.transformer.resblocks:
             x = _packed_block(block, x, packed)
-        return self._project(x[packed.eot_rows])
+        return self._project(x.index_select(0, packed.eot_rows))  # index_select: a backward without sorting
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -193,6 +193,10 @@ class PackedPrompts:
     padding above the real rows' diagonal, so real rows never read padding). ``prompts`` keeps the token ids for
     towers the packed path does not cover.
 
+    ``dense`` layouts (``PackedPrompts.dense``) have ``slots = None``: every prompt holds exactly ``S`` suffix tokens
+    (padding after EOT, which causality keeps out of the EOT feature), so the shapes depend only on ``B`` and ``S``
+    and a step can be captured once as a CUDA graph and replayed.
+
     Build it where the prompts are (the CPU, in training) and move it with ``to``: no step waits for the GPU.
     """
 
@@ -200,13 +204,13 @@ class PackedPrompts:
     num_prefix: int
     ids: torch.Tensor
     positions: torch.Tensor
-    slots: torch.Tensor
+    slots: Optional[torch.Tensor]
     eot_rows: torch.Tensor
     mask: torch.Tensor
 
     @property
     def batch(self) -> int:
-        return len(self.prompts)
+        return len(self.eot_rows)
 
     @property
     def length(self) -> int:
@@ -221,16 +225,38 @@ class PackedPrompts:
         rows = torch.arange(batch, device=real.device)[:, None]
         slots = (rows * length + positions - num_prefix)[real]
         eot_rows = num_prefix + torch.cumsum(prompts.eot - num_prefix + 1, 0) - 1
-        query = torch.arange(length, device=real.device)[:, None]
-        key = torch.arange(num_prefix + length, device=real.device)[None, :]
         return cls(prompts, num_prefix, prompts.ids[real], positions[real], slots, eot_rows,
-                   key <= query + num_prefix)
+                   _suffix_mask(num_prefix, length, real.device))
+
+    @classmethod
+    def dense(cls, prompts: TokenizedPrompts, num_prefix: int, batch: int, length: int) -> "PackedPrompts":
+        """A fixed-shape layout: ``batch`` rows (``prompts`` then copies of its first prompt, whose features are
+        to be ignored) of ``length`` suffix tokens each. ``length`` must reach every prompt's EOT."""
+        count, columns = prompts.ids.shape
+        if count > batch or int(prompts.eot.max()) >= num_prefix + length:
+            raise ValueError(f"{count} prompts up to position {int(prompts.eot.max())} do not fit a dense layout "
+                             f"of {batch} rows and {length} suffix tokens")
+        ids = prompts.ids.new_zeros(batch, num_prefix + length)
+        ids[:count, : min(columns, num_prefix + length)] = prompts.ids[:, : num_prefix + length]
+        ids[count:] = ids[0]
+        eot = torch.cat([prompts.eot, prompts.eot[:1].expand(batch - count)])
+        positions = torch.arange(num_prefix, num_prefix + length, device=ids.device).repeat(batch)
+        eot_rows = num_prefix + torch.arange(batch, device=ids.device) * length + eot - num_prefix
+        return cls(TokenizedPrompts(ids, eot), num_prefix, ids[:, num_prefix:].reshape(-1), positions, None,
+                   eot_rows, _suffix_mask(num_prefix, length, ids.device))
 
     def to(self, device: torch.device | str) -> "PackedPrompts":
-        moved = {name: to_device(getattr(self, name), device)
+        moved = {name: None if getattr(self, name) is None else to_device(getattr(self, name), device)
                  for name in ("ids", "positions", "slots", "eot_rows", "mask")}
         prompts = TokenizedPrompts(to_device(self.prompts.ids, device), to_device(self.prompts.eot, device))
         return PackedPrompts(prompts, self.num_prefix, **moved)
+
+
+def _suffix_mask(num_prefix: int, length: int, device: torch.device) -> torch.Tensor:
+    """``[S, P + S]`` bool: suffix position ``s`` sees every prefix key and the suffix keys up to ``s``."""
+    query = torch.arange(length, device=device)[:, None]
+    key = torch.arange(num_prefix + length, device=device)[None, :]
+    return key <= query + num_prefix
 
 
 def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: PackedPrompts) -> torch.Tensor:
@@ -240,15 +266,17 @@ def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: Packed
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [P + T, 3 * width]
     prefix = qkv[:num_prefix].view(num_prefix, 3, heads, -1).permute(1, 2, 0, 3)  # [3, heads, P, head_dim]
     prefix_out = F.scaled_dot_product_attention(prefix[0], prefix[1], prefix[2], is_causal=True)
-    padded = qkv.new_zeros(batch * length, 3 * width).index_copy(0, layout.slots, qkv[num_prefix:])
+    padded = qkv[num_prefix:]
+    if layout.slots is not None:
+        padded = qkv.new_zeros(batch * length, 3 * width).index_copy(0, layout.slots, padded)
     q, k, v = padded.view(batch, length, 3, heads, -1).permute(2, 0, 3, 1, 4)  # each [B, heads, S, head_dim]
     k = torch.cat([prefix[1].expand(batch, -1, -1, -1), k], dim=2)
     v = torch.cat([prefix[2].expand(batch, -1, -1, -1), v], dim=2)
     suffix_out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask)  # [B, heads, S, head_dim]
-    out = torch.cat([
-        prefix_out.transpose(0, 1).reshape(num_prefix, width),
-        suffix_out.transpose(1, 2).reshape(batch * length, width)[layout.slots],
-    ])
+    suffix_out = suffix_out.transpose(1, 2).reshape(batch * length, width)
+    if layout.slots is not None:
+        suffix_out = suffix_out[layout.slots]
+    out = torch.cat([prefix_out.transpose(0, 1).reshape(num_prefix, width), suffix_out])
     x = x + block.ls_1(attn.out_proj(out))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
@@ -311,7 +339,7 @@ class PromptedTextEncoder(nn.Module):
     def encode_names(
         self,
         names: Sequence[str],
-        batch_size: int = 1024,
+        batch_size: int = 4096,
         normalize: bool = True,
         progress: bool = False,
     ) -> torch.Tensor:
@@ -358,7 +386,7 @@ class HardPromptEncoder(nn.Module):
         return self.tower.encode_packed(_start_embedding(self.tower), packed)
 
     def encode_texts(
-        self, texts: Sequence[str], batch_size: int = 1024, normalize: bool = True, progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 4096, normalize: bool = True, progress: bool = False
     ) -> torch.Tensor:
         """Features ``[len(texts), D]`` float32 of the full texts, in order."""
         return encode_in_batches(self, tokenize(texts, 0, self.tower.context_length), batch_size, normalize, progress)
