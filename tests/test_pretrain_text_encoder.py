@@ -36,19 +36,20 @@ def test_features_and_ctx_gradient_match_open_clip(tiny_clip, n_ctx):
 
 
 @pytest.mark.parametrize("n_ctx", [4, 16])
-def test_the_dense_fixed_shape_layout_matches_open_clip(tiny_clip, n_ctx):
-    """CUDA graphs need fixed shapes: padded rows and suffix slots must not change the real prompts' features."""
+def test_the_fixed_shape_layout_matches_open_clip(tiny_clip, n_ctx):
+    """CUDA graphs need few shapes: padded prompt rows and padding tokens must not change the real features."""
     from pomp_plugins.prompt.text_encoder import PackedPrompts
 
-    names = [name for name in NAMES if len(name) < 100]  # padding must stay inside CLIP's 77 positions
+    names = [name for name in NAMES if len(name) < 100]  # room for padding inside CLIP's 77 positions
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, n_ctx, generator=torch.Generator().manual_seed(0))
     prompts = encoder.tokenize(names)
     longest = int(prompts.eot.max()) - n_ctx  # suffix tokens of the longest prompt
-    dense = PackedPrompts.dense(prompts, 1 + n_ctx, batch=len(names) + 3, length=longest + 2)
-    assert dense.slots is None and dense.ids.shape == ((len(names) + 3) * (longest + 2),)
+    fixed = PackedPrompts.fixed(prompts, 1 + n_ctx, rows=len(names) + 3, length=longest + 2, bucket=16)
+    assert len(fixed.ids) % 16 == 0 and len(fixed.ids) > len(encoder.pack(prompts).ids)
+    assert fixed.attention_rows == len(names) + 3 + 2  # 16 padding slots need 2 rows of longest + 2
     weights = torch.randn(len(names), encoder.tower.output_dim, generator=torch.Generator().manual_seed(1))
 
-    ours = encoder(dense)[: len(names)]
+    ours = encoder(fixed)[: len(names)]
     (ours * weights).sum().backward()
     ctx = encoder.ctx.detach().clone().requires_grad_(True)
     reference = reference_features(tiny_clip.model, ctx, names)
@@ -56,8 +57,8 @@ def test_the_dense_fixed_shape_layout_matches_open_clip(tiny_clip, n_ctx):
 
     assert ((ours.detach() - reference.detach()).abs().max() / reference.abs().max()) < 1e-5
     assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
-    with pytest.raises(ValueError, match="do not fit a dense layout"):
-        PackedPrompts.dense(prompts, 1 + n_ctx, batch=len(names), length=longest - 1)
+    with pytest.raises(ValueError, match="do not fit a fixed layout"):
+        PackedPrompts.fixed(prompts, 1 + n_ctx, rows=len(names), length=longest - 1, bucket=16)
 
 
 def test_the_generic_path_for_other_blocks_gives_the_same_features(tiny_clip, monkeypatch):
@@ -78,7 +79,7 @@ def test_blocks_other_than_open_clips_standard_one_are_not_packed():
 
 
 def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip):
-    """The layout CUDA graphs replay (padded rows and suffixes, every step the same shapes) changes nothing."""
+    """The layout CUDA graphs replay (padded prompt rows, padded token count: few shapes) changes nothing."""
     from pomp_plugins.pretrain import PompStep, step_negatives
 
     names = list(get_vocabulary("imagenet21k-p").names[:300])

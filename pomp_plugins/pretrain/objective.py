@@ -7,8 +7,9 @@ This is the step both the trainer and ``bench/pretrain_step.py`` run. What makes
   (``PromptedTextEncoder``), with the index work done on the CPU before the step's device work
   (``PompStep.prepare``), so nothing in the step waits for the device;
 - only ``ctx`` (fp32) requires grad, so the backward pass computes activation gradients, never weight gradients;
-- with ``cuda_graphs``, every step has the same shapes (a dense layout of as many prompt rows as a step can need)
-  and its forward and backward are one CUDA-graph replay instead of thousands of kernel launches.
+- with ``cuda_graphs``, steps have one of a few shapes (as many prompt rows as a step can need, packed tokens
+  padded to a multiple of ``TOKEN_BUCKET``), and a step's forward and backward are one CUDA-graph replay instead
+  of thousands of kernel launches.
 """
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ import torch.nn.functional as F
 
 from ..classification.zeroshot import image_features
 from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sample_negatives
-from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts
+from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts, scratch_rows
 from .cuda_graphs import CapturedFunction
 from .data import NEGATIVES, derive_seed
+
+
+# Packed prompt tokens are padded to a multiple of this, so a few shapes (CUDA graphs) cover all steps.
+TOKEN_BUCKET = 256
 
 
 def step_negatives(num_classes: int, num_sampled: int, seed: int, rank: int, step: int) -> torch.Tensor:
@@ -72,10 +77,10 @@ class PompStep:
         optimizer: over ``[encoder.ctx]``.
         sync_gradients: called with the local number of feature rows after backward (and with 0 when this
             process had no rows); it must make ``ctx.grad`` the global mean and return the global row count.
-        cuda_graphs: give every step the same shapes (prompts in a dense layout of
-            ``num_sampled - 1 + max_positives`` rows, each as long as the vocabulary's longest prompt) and, on a
-            CUDA device, replay each step's forward and backward as a CUDA graph. On a CPU the fixed-shape layout
-            runs eagerly (the tests use this).
+        cuda_graphs: give steps one of a few shapes (``PackedPrompts.fixed``: ``num_sampled - 1 + max_positives``
+            prompt rows, packed tokens padded to a multiple of ``TOKEN_BUCKET``) and, on a CUDA device, replay
+            each step's forward and backward as a CUDA graph per shape. On a CPU the fixed-shape layout runs
+            eagerly (the tests use this).
         max_positives: the most distinct labels a step can hold (images per step); default: feature rows.
     """
 
@@ -95,6 +100,7 @@ class PompStep:
         self.num_sampled, self.log_base, self.optimizer = num_sampled, log_base, optimizer
         self.sync_gradients = sync_gradients
         self.fixed_shapes, self.max_positives = cuda_graphs, max_positives
+        self.suffix_length = int(class_prompts.eot.max()) - encoder.n_ctx  # name tokens up to every class's EOT
         self.captured = None
         if cuda_graphs and encoder.ctx.is_cuda:
             if not encoder.tower.packable:
@@ -111,10 +117,9 @@ class PompStep:
         selected = self.class_prompts.select(plan.classes.to(self.class_prompts.ids.device))
         if not self.fixed_shapes:
             return StepInputs(plan.to(self.encoder.ctx.device), self.encoder.pack(selected))
-        num_prefix = 1 + self.encoder.n_ctx
         rows = min(self.num_classes, len(negatives) + (self.max_positives or len(labels)))
-        suffix = int(self.class_prompts.eot.max()) + 1 - num_prefix  # reaches every class's EOT
-        prompts = PackedPrompts.dense(selected, num_prefix, rows, suffix).to(self.encoder.ctx.device)
+        prompts = PackedPrompts.fixed(selected, 1 + self.encoder.n_ctx, rows, self.suffix_length, TOKEN_BUCKET)
+        prompts = prompts.to(self.encoder.ctx.device)
         padding = plan.classes[:1].expand(rows - len(plan.classes))  # the classes of the padded prompt rows
         plan = replace(plan, classes=torch.cat([plan.classes, padding]))
         return StepInputs(plan.to(self.encoder.ctx.device), prompts)
@@ -127,9 +132,10 @@ class PompStep:
     def _loss_and_backward(self, image_features: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         """The captured part of a step: loss and backward from flat tensors (``_flatten``'s order)."""
         plan = LocalContrastPlan(*tensors[:5])
-        ids, eot, packed_ids, positions, eot_rows, mask = tensors[5:]
-        prompts = PackedPrompts(TokenizedPrompts(ids, eot), 1 + self.encoder.n_ctx, packed_ids, positions, None,
-                                eot_rows, mask)
+        ids, eot, packed_ids, positions, slots, eot_rows, mask = tensors[5:]
+        attention_rows = len(eot_rows) + scratch_rows(TOKEN_BUCKET, self.suffix_length)
+        prompts = PackedPrompts(TokenizedPrompts(ids, eot), 1 + self.encoder.n_ctx, packed_ids, positions, slots,
+                                eot_rows, mask, attention_rows)
         loss = self.loss(image_features, StepInputs(plan, prompts))
         loss.backward()
         return loss.detach()
@@ -138,8 +144,8 @@ class PompStep:
     def _flatten(inputs: StepInputs) -> list[torch.Tensor]:
         plan, prompts = inputs.plan, inputs.prompts
         return [plan.classes, plan.labels, plan.negatives, plan.positive_index, plan.negative_index,
-                prompts.prompts.ids, prompts.prompts.eot, prompts.ids, prompts.positions, prompts.eot_rows,
-                prompts.mask]
+                prompts.prompts.ids, prompts.prompts.eot, prompts.ids, prompts.positions, prompts.slots,
+                prompts.eot_rows, prompts.mask]
 
     def _drop_gradient(self) -> None:
         self.encoder.ctx.grad = None

@@ -193,9 +193,7 @@ class PackedPrompts:
     padding above the real rows' diagonal, so real rows never read padding). ``prompts`` keeps the token ids for
     towers the packed path does not cover.
 
-    ``dense`` layouts (``PackedPrompts.dense``) have ``slots = None``: every prompt holds exactly ``S`` suffix tokens
-    (padding after EOT, which causality keeps out of the EOT feature), so the shapes depend only on ``B`` and ``S``
-    and a step can be captured once as a CUDA graph and replayed.
+    ``attention_rows``: rows of that padded layout, ``B`` unless ``fixed`` added scratch rows.
 
     Build it where the prompts are (the CPU, in training) and move it with ``to``: no step waits for the GPU.
     """
@@ -204,9 +202,10 @@ class PackedPrompts:
     num_prefix: int
     ids: torch.Tensor
     positions: torch.Tensor
-    slots: Optional[torch.Tensor]
+    slots: torch.Tensor
     eot_rows: torch.Tensor
     mask: torch.Tensor
+    attention_rows: int
 
     @property
     def batch(self) -> int:
@@ -226,30 +225,44 @@ class PackedPrompts:
         slots = (rows * length + positions - num_prefix)[real]
         eot_rows = num_prefix + torch.cumsum(prompts.eot - num_prefix + 1, 0) - 1
         return cls(prompts, num_prefix, prompts.ids[real], positions[real], slots, eot_rows,
-                   _suffix_mask(num_prefix, length, real.device))
+                   _suffix_mask(num_prefix, length, real.device), batch)
 
     @classmethod
-    def dense(cls, prompts: TokenizedPrompts, num_prefix: int, batch: int, length: int) -> "PackedPrompts":
-        """A fixed-shape layout: ``batch`` rows (``prompts`` then copies of its first prompt, whose features are
-        to be ignored) of ``length`` suffix tokens each. ``length`` must reach every prompt's EOT."""
+    def fixed(cls, prompts: TokenizedPrompts, num_prefix: int, rows: int, length: int, bucket: int) -> "PackedPrompts":
+        """A layout with few distinct shapes, so that each can be captured once as a CUDA graph and replayed.
+
+        The prompts are padded to ``rows`` with copies of the first (whose features are to be ignored) and packed
+        as by ``of`` with ``length`` suffix positions (which must reach every EOT); then the packed tokens are
+        padded to a multiple of ``bucket`` with throw-away tokens, which sit in ``scratch_rows(bucket, length)``
+        extra rows of the attention layout. The shapes then depend only on ``rows``, ``length`` and the rounded
+        token count.
+        """
         count, columns = prompts.ids.shape
-        if count > batch or int(prompts.eot.max()) >= num_prefix + length:
-            raise ValueError(f"{count} prompts up to position {int(prompts.eot.max())} do not fit a dense layout "
-                             f"of {batch} rows and {length} suffix tokens")
-        ids = prompts.ids.new_zeros(batch, num_prefix + length)
+        if count > rows or int(prompts.eot.max()) >= num_prefix + length:
+            raise ValueError(f"{count} prompts up to position {int(prompts.eot.max())} do not fit a fixed layout "
+                             f"of {rows} rows and {length} suffix tokens")
+        ids = prompts.ids.new_zeros(rows, num_prefix + length)
         ids[:count, : min(columns, num_prefix + length)] = prompts.ids[:, : num_prefix + length]
         ids[count:] = ids[0]
-        eot = torch.cat([prompts.eot, prompts.eot[:1].expand(batch - count)])
-        positions = torch.arange(num_prefix, num_prefix + length, device=ids.device).repeat(batch)
-        eot_rows = num_prefix + torch.arange(batch, device=ids.device) * length + eot - num_prefix
-        return cls(TokenizedPrompts(ids, eot), num_prefix, ids[:, num_prefix:].reshape(-1), positions, None,
-                   eot_rows, _suffix_mask(num_prefix, length, ids.device))
+        packed = cls.of(TokenizedPrompts(ids, torch.cat([prompts.eot, prompts.eot[:1].expand(rows - count)])),
+                        num_prefix)
+        padding = -len(packed.ids) % bucket
+        spare = torch.arange(padding, device=ids.device)
+        return cls(packed.prompts, num_prefix, torch.cat([packed.ids, torch.zeros_like(spare)]),
+                   torch.cat([packed.positions, num_prefix + spare % length]),
+                   torch.cat([packed.slots, rows * length + spare]), packed.eot_rows, packed.mask,
+                   rows + scratch_rows(bucket, length))
 
     def to(self, device: torch.device | str) -> "PackedPrompts":
-        moved = {name: None if getattr(self, name) is None else to_device(getattr(self, name), device)
+        moved = {name: to_device(getattr(self, name), device)
                  for name in ("ids", "positions", "slots", "eot_rows", "mask")}
         prompts = TokenizedPrompts(to_device(self.prompts.ids, device), to_device(self.prompts.eot, device))
-        return PackedPrompts(prompts, self.num_prefix, **moved)
+        return PackedPrompts(prompts, self.num_prefix, **moved, attention_rows=self.attention_rows)
+
+
+def scratch_rows(bucket: int, length: int) -> int:
+    """Attention rows that hold the fewer than ``bucket`` padding tokens of a ``fixed`` layout."""
+    return -(-bucket // length)
 
 
 def _suffix_mask(num_prefix: int, length: int, device: torch.device) -> torch.Tensor:
@@ -262,20 +275,18 @@ def _suffix_mask(num_prefix: int, length: int, device: torch.device) -> torch.Te
 def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: PackedPrompts) -> torch.Tensor:
     """One open_clip ``ResidualAttentionBlock`` on ``x = [prefix (P rows); packed suffix tokens (T rows)]``."""
     attn = block.attn
-    width, heads, num_prefix, batch, length = x.shape[1], attn.num_heads, layout.num_prefix, layout.batch, layout.length
+    width, heads, num_prefix, length = x.shape[1], attn.num_heads, layout.num_prefix, layout.length
+    rows = layout.attention_rows
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [P + T, 3 * width]
     prefix = qkv[:num_prefix].view(num_prefix, 3, heads, -1).permute(1, 2, 0, 3)  # [3, heads, P, head_dim]
     prefix_out = F.scaled_dot_product_attention(prefix[0], prefix[1], prefix[2], is_causal=True)
-    padded = qkv[num_prefix:]
-    if layout.slots is not None:
-        padded = qkv.new_zeros(batch * length, 3 * width).index_copy(0, layout.slots, padded)
-    q, k, v = padded.view(batch, length, 3, heads, -1).permute(2, 0, 3, 1, 4)  # each [B, heads, S, head_dim]
-    k = torch.cat([prefix[1].expand(batch, -1, -1, -1), k], dim=2)
-    v = torch.cat([prefix[2].expand(batch, -1, -1, -1), v], dim=2)
-    suffix_out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask)  # [B, heads, S, head_dim]
-    suffix_out = suffix_out.transpose(1, 2).reshape(batch * length, width)
-    if layout.slots is not None:
-        suffix_out = suffix_out[layout.slots]
+    padded = qkv.new_zeros(rows * length, 3 * width).index_copy(0, layout.slots, qkv[num_prefix:])
+    q, k, v = padded.view(rows, length, 3, heads, -1).permute(2, 0, 3, 1, 4)  # each [rows, heads, S, head_dim]
+    k = torch.cat([prefix[1].expand(rows, -1, -1, -1), k], dim=2)
+    v = torch.cat([prefix[2].expand(rows, -1, -1, -1), v], dim=2)
+    suffix_out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask)  # [rows, heads, S, head_dim]
+    # index_select, not indexing: its backward adds rows without sorting, which a CUDA graph can capture
+    suffix_out = suffix_out.transpose(1, 2).reshape(rows * length, width).index_select(0, layout.slots)
     out = torch.cat([prefix_out.transpose(0, 1).reshape(num_prefix, width), suffix_out])
     x = x + block.ls_1(attn.out_proj(out))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
