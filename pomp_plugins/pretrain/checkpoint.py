@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..prompt.prompt_file import atomic_save
+from ..prompt.atomic import atomic_save
 from .config import PretrainError
 
 FORMAT = "pomp-pretrain-checkpoint"

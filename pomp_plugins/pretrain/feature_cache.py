@@ -31,7 +31,7 @@ from ..prompt.cache import tensor_fingerprint
 from ..prompt.clip import LoadedClip
 from .data import CACHE_EPOCH, MultiViewDataset, PixelNormalizer
 from .distributed import Distributed
-from .split import atomic_write_text
+from ..prompt.atomic import atomic_write_text
 
 
 def cache_key(clip: LoadedClip, dataset: MultiViewDataset, settings: dict) -> str:

@@ -32,7 +32,8 @@ from .data import PROMPT_INIT, EpochBatchSampler, MultiViewDataset, PixelNormali
 from .distributed import Distributed, init_distributed
 from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
 from .objective import PompStep, image_feature_function, step_negatives
-from .split import atomic_write_text, prepare_split
+from ..prompt.atomic import atomic_write_text
+from .split import prepare_split
 
 
 @dataclass

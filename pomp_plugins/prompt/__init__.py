@@ -5,7 +5,8 @@ from .classifier import EmbeddingFileError, TextEmbeddingClassifier, classifier_
 from .clip import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, resolve_dtype
 from .embedder import load_for_prompt, prompted_encoder, vocabulary_embeddings
 from .loss import LocalContrastPlan, correction_margin, plan_local_contrast, pomp_loss, sample_negatives
-from .prompt_file import Prompt, PromptFileError, atomic_save, load_prompt, save_prompt
+from .atomic import atomic_save, atomic_write, atomic_write_text
+from .prompt_file import Prompt, PromptFileError, load_prompt, save_prompt
 from .text_encoder import (
     FrozenTextTower,
     HardPromptEncoder,
@@ -29,7 +30,7 @@ __all__ = [
     "EmbeddingCache", "class_embeddings", "TINY_MODEL", "LoadedClip", "WeightsUnavailableError", "load_clip",
     "resolve_dtype", "load_for_prompt", "prompted_encoder", "vocabulary_embeddings", "LocalContrastPlan",
     "correction_margin", "plan_local_contrast", "pomp_loss", "sample_negatives", "Prompt", "PromptFileError",
-    "atomic_save", "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
+    "atomic_save", "atomic_write", "atomic_write_text", "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
     "PromptWidthError", "TokenizedPrompts", "tokenize", "VOCABULARY_NAMES", "Vocabulary", "VocabularyError",
     "custom_vocabulary", "get_vocabulary", "read_names_file", "resolve_vocabulary",
 ]

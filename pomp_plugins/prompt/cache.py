@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .text_encoder import PromptedTextEncoder
 
 CACHE_FORMAT = 1
@@ -67,11 +67,7 @@ class EmbeddingCache:
             except (ValueError, OSError):
                 pass  # an unreadable entry is recomputed and overwritten
         features = compute().detach().float().cpu()
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npy", dir=self.root)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, features.numpy())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, features.numpy()))
         return features
 
 

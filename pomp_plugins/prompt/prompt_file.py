@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from .atomic import atomic_save
 
 FORMAT = "pomp-prompt"
 VERSION = 1
@@ -52,25 +53,6 @@ class Prompt:
     @property
     def width(self) -> int:
         return self.ctx.shape[1]
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` into a temporary file beside ``path`` and rename it over ``path``.
-
-    A crash mid-write leaves the previous file intact: readers see either the old or the new file, never half.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def save_prompt(prompt: Prompt, path: str | os.PathLike) -> None:
