@@ -19,20 +19,23 @@ def reference_features(clip_model, ctx: torch.Tensor, names) -> torch.Tensor:
     return x[torch.arange(len(names)), tokens.argmax(dim=-1)] @ clip_model.text_projection
 
 
+def assert_matches_open_clip(clip_model, encoder: PromptedTextEncoder, prompts, names) -> None:
+    """Features of ``prompts`` (their first ``len(names)`` rows) and the ctx gradient, to 1e-5 of CoOp's way."""
+    weights = torch.randn(len(names), encoder.tower.output_dim, generator=torch.Generator().manual_seed(1))
+    ours = encoder(prompts)[: len(names)]
+    (ours * weights).sum().backward()
+    ctx = encoder.ctx.detach().clone().requires_grad_(True)
+    reference = reference_features(clip_model, ctx, names)
+    (reference * weights).sum().backward()
+    assert ((ours.detach() - reference.detach()).abs().max() / reference.abs().max()) < 1e-5
+    assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
+
+
 @pytest.mark.parametrize("n_ctx", [4, 16])
 def test_features_and_ctx_gradient_match_open_clip(tiny_clip, n_ctx):
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, n_ctx, generator=torch.Generator().manual_seed(0))
     assert encoder.tower.packable
-    weights = torch.randn(len(NAMES), encoder.tower.output_dim, generator=torch.Generator().manual_seed(1))
-
-    ours = encoder(encoder.tokenize(NAMES))
-    (ours * weights).sum().backward()
-    ctx = encoder.ctx.detach().clone().requires_grad_(True)
-    reference = reference_features(tiny_clip.model, ctx, NAMES)
-    (reference * weights).sum().backward()
-
-    assert ((ours.detach() - reference.detach()).abs().max() / reference.abs().max()) < 1e-5
-    assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
+    assert_matches_open_clip(tiny_clip.model, encoder, encoder.tokenize(NAMES), NAMES)
 
 
 @pytest.mark.parametrize("n_ctx", [4, 16])
@@ -47,16 +50,7 @@ def test_the_fixed_shape_layout_matches_open_clip(tiny_clip, n_ctx):
     fixed = PackedPrompts.fixed(prompts, 1 + n_ctx, rows=len(names) + 3, length=longest + 2, bucket=16)
     assert len(fixed.ids) % 16 == 0 and len(fixed.ids) > len(encoder.pack(prompts).ids)
     assert fixed.attention_rows == len(names) + 3 + 2  # 16 padding slots need 2 rows of longest + 2
-    weights = torch.randn(len(names), encoder.tower.output_dim, generator=torch.Generator().manual_seed(1))
-
-    ours = encoder(fixed)[: len(names)]
-    (ours * weights).sum().backward()
-    ctx = encoder.ctx.detach().clone().requires_grad_(True)
-    reference = reference_features(tiny_clip.model, ctx, names)
-    (reference * weights).sum().backward()
-
-    assert ((ours.detach() - reference.detach()).abs().max() / reference.abs().max()) < 1e-5
-    assert ((encoder.ctx.grad - ctx.grad).abs().max() / ctx.grad.abs().max()) < 1e-5
+    assert_matches_open_clip(tiny_clip.model, encoder, fixed, names)
     with pytest.raises(ValueError, match="do not fit a fixed layout"):
         PackedPrompts.fixed(prompts, 1 + n_ctx, rows=len(names), length=longest - 1, bucket=16)
 
