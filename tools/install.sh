@@ -56,6 +56,7 @@ else
         "$VPY" -m wheel pack -d "$wheel_dir" "$unpacked" >/dev/null
         d2_wheel=$(ls "$wheel_dir"/sal_detectron2-0.7.2-py3-none-any.whl)
     fi
+    log "detectron2 from $d2_wheel"
     pip install -q -c "$CONSTRAINTS" "$d2_wheel"
 fi
 
@@ -73,6 +74,7 @@ else
             pip wheel -q --no-deps --no-build-isolation -w "$wheel_dir" "$work/mmcv/mmcv-2.1.0"
         mmcv_wheel=$(ls "$wheel_dir"/mmcv-2.1.0-*.whl)
     fi
+    log "mmcv from $mmcv_wheel"
     pip install -q -c "$CONSTRAINTS" "$mmcv_wheel"
 fi
 
