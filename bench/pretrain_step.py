@@ -47,7 +47,7 @@ from pomp_plugins.prompt import (  # noqa: E402
     load_clip,
     pomp_loss,
 )
-from pomp_plugins.pretrain import PompStep, image_feature_function, step_negatives  # noqa: E402
+from pomp_plugins.pretrain import PompStep, group_negatives, image_feature_function  # noqa: E402
 from pomp_plugins.prompt.text_encoder import to_device  # noqa: E402
 
 PRESETS = {
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch * views, 3, size, size, generator=generator)
     labels = torch.randint(num_classes, (batch,), generator=generator).repeat_interleave(views)
-    negatives = [step_negatives(num_classes, num_sampled, 0, 0, i) for i in range(DISTINCT_STEPS)]
+    negatives = [group_negatives(num_classes, num_sampled, 0, i, 0) for i in range(DISTINCT_STEPS)]
 
     def data_for(step, dtype):
         """The batch as this variant gets it: images in its dtype on the device, labels where it wants them."""

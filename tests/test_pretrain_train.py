@@ -22,8 +22,9 @@ from pomp_plugins.pretrain.split import FewShotSplit
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(clip_model="pomp-tiny", clip_pretrained=None, device="cpu", workers=0, progress=False, batch_size=4,
-            views=2, num_sampled=3, shots=4, val_per_class=1, epochs=2, warmup_epochs=0, lr=0.5, log_every=2)
+TINY = dict(clip_model="pomp-tiny", clip_pretrained=None, device="cpu", workers=0, progress=False, group_size=2,
+            global_batch=4, views=2, num_sampled=3, shots=4, val_per_class=1, epochs=2, warmup_epochs=0, lr=0.5,
+            log_every=2)
 
 
 @pytest.fixture(scope="module", autouse=True)
