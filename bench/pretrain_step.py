@@ -83,7 +83,7 @@ class ReferenceStyleStep:
         self.token_prefix = embedding[:, :1]  # CoOp's buffers: [N, 1, width] and [N, 77 - 1 - n_ctx, width]
         self.token_suffix = embedding[:, 1 + n_ctx :]
         self.eot = tokens.argmax(dim=-1)
-        self.ctx = nn.Parameter(ctx.detach().to(device=device, dtype=dtype))
+        self.ctx = nn.Parameter(ctx.detach().clone().to(device=device, dtype=dtype))  # never the caller's tensor
         self.optimizer = sgd(self.ctx)
 
     def text_features(self, classes: torch.Tensor) -> torch.Tensor:

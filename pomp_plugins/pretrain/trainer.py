@@ -2,13 +2,13 @@
 
 Outputs, in ``config.output``: ``config.json`` (the resolved settings), ``split.json`` (the few-shot split),
 ``checkpoints/last.pt`` (every epoch, and every N steps if asked), ``prompts/epoch_<e>.pt`` (the prompt after each
-epoch), ``tensorboard/`` (scalars), ``feature_cache/`` (feature-cache mode), and at the end ``prompt.pt`` (the
-learned prompt in the core's format) and ``summary.json`` (validation history, throughput, skipped images).
+epoch), ``tensorboard/`` (scalars), ``feature_cache/`` (feature-cache mode), ``throughput.json`` (images/s and the
+share of time spent waiting for data, at every stop), and at the end ``prompt.pt`` (the learned prompt in the
+core's format) and ``summary.json`` (validation history, skipped images).
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import time
@@ -35,6 +35,7 @@ from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
 from .objective import PompStep, group_negatives, image_feature_function
 from ..prompt.atomic import atomic_write_text
 from .split import prepare_split
+from .throughput import ThroughputMeter
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Pretrainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.epoch_loss = torch.tensor(self.state.loss_sum, dtype=torch.float64, device=dist.device)
+        self.throughput = ThroughputMeter(dist.device)
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -218,9 +220,14 @@ class Pretrainer:
             if config.stop_after_steps is not None and state.global_step >= config.stop_after_steps:
                 bar.close()
                 self._save_checkpoint()
+                self._write_throughput()
                 self.log(f"stopped after {state.global_step} steps; continue with --resume")
                 return False
-            for number, batch in zip(sampler.groups_of_rank(), itertools.islice(groups, sampler.groups_per_rank)):
+            step_images = 0
+            for number in sampler.groups_of_rank():
+                fetch_started = time.perf_counter()
+                batch = next(groups)
+                self.throughput.waited(time.perf_counter() - fetch_started)
                 state.skipped.update(batch.skipped)
                 if not len(batch):
                     continue
@@ -231,7 +238,9 @@ class Pretrainer:
                 self.epoch_loss += loss.double() * inputs.rows
                 state.rows += inputs.rows
                 window_images += len(batch)
+                step_images += len(batch)
             self.step.apply()  # every process, even one whose groups were empty (the all-reduce needs them all)
+            self.throughput.step_done(step_images)
             state.step_in_epoch += 1
             state.global_step += 1
             bar.update()
@@ -315,6 +324,13 @@ class Pretrainer:
             })
         self.dist.barrier()
 
+    def _write_throughput(self) -> None:
+        summary = self.throughput.summary(self.dist.world_size)
+        if self.dist.is_main:
+            summary = {**summary, "workers": self.config.workers, "world_size": self.dist.world_size,
+                       "device": str(self.dist.device), "cache_image_features": self.config.cache_image_features}
+            atomic_write_text(self.out / "throughput.json", json.dumps(summary, indent=2) + "\n")
+
     def _prompt(self, extra: dict) -> Prompt:
         config = self.config
         meta = {"method": "POMP", "n_ctx": config.n_ctx, "num_classes": len(self.class_prompts),
@@ -330,6 +346,7 @@ class Pretrainer:
             raise RuntimeError(f"the processes ended with different prompts (sha256 by rank: {digests})")
         skipped = sorted(set().union(*self.dist.gather(sorted(self.state.skipped))))
         prompt_path = self.out / "prompt.pt"
+        self._write_throughput()
         if self.dist.is_main:
             save_prompt(self._prompt({"history": self.state.history}), prompt_path)
             summary = {"prompt": str(prompt_path), "steps": self.state.global_step, "epochs": self.config.epochs,
