@@ -5,4 +5,5 @@ from .objective import PompStep, group_negatives, image_feature_function
 from .split import FewShotSplit, draw_split
 from .trainer import pretrain
 
-__all__ = ["PretrainConfig", "PompStep", "image_feature_function", "group_negatives", "FewShotSplit", "draw_split", "pretrain"]
+__all__ = ["PretrainConfig", "PompStep", "image_feature_function", "group_negatives", "FewShotSplit", "draw_split",
+           "pretrain"]
