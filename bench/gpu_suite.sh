@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one run (under 6 minutes on one H200; about 1 minute of it is measurement):
+# The GPU benchmarks in one run (under 6 minutes on one H200 before the two pre-training checks below were added;
+# those are capped at 2 + 4 minutes):
 #
 #   bash bench/gpu_suite.sh OUTDIR              # on the GPU machine
 #   bash bench/gpu_suite.sh OUTDIR --dry-run    # the same script on a CPU at tiny sizes: checks all but CUDA
 #
-# Writes OUTDIR/pretrain_step_<gpu>.json, OUTDIR/encode_vocab_<gpu>.json, OUTDIR/environment_<gpu>.txt and one
+# Writes OUTDIR/pretrain_step_<gpu>.json, OUTDIR/encode_vocab_<gpu>.json, OUTDIR/pretrain_cuda_graphs_<gpu>.json
+# (CUDA graphs vs eager; not in a dry run), OUTDIR/pretrain_e2e_<gpu>.json (the tool end to end at 1..15 data
+# workers; not in a dry run), OUTDIR/environment_<gpu>.txt and one
 # .log per benchmark (<gpu>: h200, h100, ... from the device name; cpu-dry-run in a dry run). A failing benchmark
 # does not stop the other; the exit status is 1 if any failed.
 #
@@ -83,6 +86,12 @@ run "pretrain_step_$GPU" 230 "$PYTHON" bench/pretrain_step.py --preset gpu --dev
   --out "$OUTDIR/pretrain_step_$GPU.json"
 run "encode_vocab_$GPU" 90 "$PYTHON" bench/encode_vocab.py --device "$DEVICE" "${VOCAB_ARGS[@]}" \
   --out "$OUTDIR/encode_vocab_$GPU.json"
+if [ "$DRY_RUN" = 0 ]; then  # both need CUDA: graphs vs eager (the check that lets --cuda-graphs be the default)
+  run "pretrain_cuda_graphs_$GPU" 120 "$PYTHON" bench/pretrain_cuda_graphs.py --out "$OUTDIR/pretrain_cuda_graphs_$GPU.json"
+  run "pretrain_e2e_$GPU" 240 "$PYTHON" bench/pretrain_e2e.py --model ViT-B-16 --device cuda --workers 1,4,8,15 \
+    --classes 100 --per-class 16 --group-size 32 --global-batch 256 --num-sampled 100 --steps 3 \
+    --out "$OUTDIR/pretrain_e2e_$GPU.json"
+fi
 
 "$PYTHON" - "$OUTDIR" "$GPU" <<'EOF'
 import json, sys
@@ -108,6 +117,19 @@ if step.is_file():
         if "speedup_vs_reference_style" in row:
             print(f"{name:24s} {row['speedup_vs_reference_style']:.1f}x the reference-style images/s")
     print("targets:", result.get("targets", "not reached"))
+graphs = out / f"pretrain_cuda_graphs_{gpu}.json"
+if graphs.is_file():
+    result = json.loads(graphs.read_text())
+    for dtype in ("fp32", "bf16"):
+        r = result[dtype]
+        print(f"cuda graphs vs eager, {dtype}: ctx differs by {r['ctx_max_abs_difference']:.2e} after moving "
+              f"{r['ctx_max_abs_movement']:.2e}; {r['text_graphs']} text graphs; criteria {r['criteria']}")
+    print("cuda graphs check:", "PASSED" if result["passed"] else "FAILED")
+e2e = out / f"pretrain_e2e_{gpu}.json"
+if e2e.is_file():
+    for row in json.loads(e2e.read_text())["results"]:
+        print(f"end to end, {row['workers']:2d} workers: {row['images_per_s_all_processes']:7.1f} images/s, "
+              f"{100 * row['data_wait_share']:4.1f}% waiting for data")
 vocab = out / f"encode_vocab_{gpu}.json"
 if vocab.is_file():
     result = json.loads(vocab.read_text())

@@ -47,7 +47,7 @@ from pomp_plugins.prompt import (  # noqa: E402
     load_clip,
     pomp_loss,
 )
-from pomp_plugins.pretrain import PompStep, image_feature_function, step_negatives  # noqa: E402
+from pomp_plugins.pretrain import PompStep, group_negatives, image_feature_function  # noqa: E402
 from pomp_plugins.prompt.text_encoder import to_device  # noqa: E402
 
 PRESETS = {
@@ -83,7 +83,7 @@ class ReferenceStyleStep:
         self.token_prefix = embedding[:, :1]  # CoOp's buffers: [N, 1, width] and [N, 77 - 1 - n_ctx, width]
         self.token_suffix = embedding[:, 1 + n_ctx :]
         self.eot = tokens.argmax(dim=-1)
-        self.ctx = nn.Parameter(ctx.detach().to(device=device, dtype=dtype))
+        self.ctx = nn.Parameter(ctx.detach().clone().to(device=device, dtype=dtype))  # never the caller's tensor
         self.optimizer = sgd(self.ctx)
 
     def text_features(self, classes: torch.Tensor) -> torch.Tensor:
@@ -137,6 +137,21 @@ class OursStep:
     def __call__(self, images, labels, negatives) -> None:
         inputs = self.step.prepare(labels, negatives)  # on the CPU, before the step's device work
         self.step(self.image_features(images), inputs)
+
+
+def step_ctx(step) -> torch.Tensor:
+    return step.encoder.ctx if isinstance(step, OursStep) else step.ctx
+
+
+def ctx_agreement(start: torch.Tensor, final: dict, steps: int) -> dict:
+    """How far ``ctx`` moved in ``steps`` identical steps, and how far apart the variants ended (a wrong gradient,
+    e.g. a stale one under CUDA graphs, shows here, where the first batch's loss cannot show it)."""
+    ours = final["ours"]
+    result = {"steps": steps, "max_abs_movement_ours": float((ours - start.float()).abs().max())}
+    for name, ctx in final.items():
+        if name != "ours":
+            result[f"max_abs_difference_ours_vs_{name}"] = float((ours - ctx).abs().max())
+    return result
 
 
 def cached_features(folder: Path, views: int, dim: int) -> np.ndarray:
@@ -197,7 +212,7 @@ def main(argv=None) -> dict:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch * views, 3, size, size, generator=generator)
     labels = torch.randint(num_classes, (batch,), generator=generator).repeat_interleave(views)
-    negatives = [step_negatives(num_classes, num_sampled, 0, 0, i) for i in range(DISTINCT_STEPS)]
+    negatives = [group_negatives(num_classes, num_sampled, 0, i, 0) for i in range(DISTINCT_STEPS)]
 
     def data_for(step, dtype):
         """The batch as this variant gets it: images in its dtype on the device, labels where it wants them."""
@@ -267,6 +282,7 @@ def main(argv=None) -> dict:
         if device.type == "cuda" and n_ctx == 4:  # what the CUDA graphs save
             variants.insert(1, ("ours_without_cuda_graphs", partial(OursStep, images_per_step=batch,
                                                                     cuda_graphs=False), ours_dtype))
+        final_ctx = {}
         for name, kind, dtype in variants:
             def measure_it(kind=kind, dtype=dtype, name=name) -> dict:
                 step = kind(base.model, names, n_ctx, num_sampled, base.logit_scale, ctx, dtype, device)
@@ -275,6 +291,7 @@ def main(argv=None) -> dict:
                     entry[f"loss_first_batch_{name}"] = float(step.loss(first_images, first_labels,
                                                                         first_negatives[0]))
                 timing = measure(stepper(step, dtype), device, settings["repeats"], settings["warmup"], batch)
+                final_ctx[name] = step_ctx(step).detach().float().cpu()  # after warmup + repeats identical steps
                 if name == "ours":
                     forward = lambda: step.image_features(first_images)  # noqa: E731
                     timing["image_forward_ms"] = 1e3 * time_call(forward, device, settings["repeats"], 1)
@@ -287,6 +304,7 @@ def main(argv=None) -> dict:
         if device.type == "cuda":  # a CPU's peak-RSS rise says little after the first variant
             entry["memory_ratio"] = entry["reference_style"]["peak_gib"] / entry["ours"]["peak_gib"]
         entry["loss_abs_difference"] = abs(entry["loss_first_batch_ours"] - entry["loss_first_batch_reference_style"])
+        entry["ctx_after_steps"] = ctx_agreement(ctx, final_ctx, settings["warmup"] + settings["repeats"])
 
     if args.compile:
         def compiled() -> dict:

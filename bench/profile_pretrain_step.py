@@ -18,7 +18,7 @@ from common import machine, write_result  # noqa: E402
 from pretrain_step import OursStep  # noqa: E402
 
 from pomp_plugins.prompt import get_vocabulary, load_clip  # noqa: E402
-from pomp_plugins.pretrain import step_negatives  # noqa: E402
+from pomp_plugins.pretrain import group_negatives  # noqa: E402
 
 
 def device_time_us(event) -> float:
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
         features = ours.image_features(images)
         if marks:
             marks[1].record()
-        inputs = ours.step.prepare(labels, step_negatives(len(names), args.num_sampled, 0, 0, i))
+        inputs = ours.step.prepare(labels, group_negatives(len(names), args.num_sampled, 0, i, 0))
         if marks:
             marks[2].record()
         ours.step(features, inputs)

@@ -23,6 +23,10 @@ def test_gpu_suite_dry_run_writes_both_results_and_the_steps_agree(tmp_path):
         # ours (packed, distinct classes) and the reference-style step (77 tokens, every view) compute one loss
         assert row["loss_abs_difference"] < 1e-5 * row["loss_first_batch_reference_style"]
         assert row["ours"]["ms_per_step"] > 0 and row["reference_style"]["images_per_s"] > 0
+        # after the same steps, ours and the reference-style step (both fp32 on a CPU) hold the same ctx
+        agreement = row["ctx_after_steps"]
+        assert agreement["steps"] == 2 and agreement["max_abs_movement_ours"] > 0
+        assert agreement["max_abs_difference_ours_vs_reference_style"] < 1e-3 * agreement["max_abs_movement_ours"]
     compiled = step["results"]["n_ctx_4"]["ours_compiled_image_tower"]
     assert "error" not in compiled and compiled["first_step_seconds_with_compile"] > 0
     vocab = json.loads((tmp_path / "encode_vocab_cpu-dry-run.json").read_text())

@@ -13,8 +13,8 @@ from pomp_plugins.classification.image_folder import (
 )
 from pomp_plugins.prompt import VocabularyError, get_vocabulary
 from pomp_plugins.pretrain.config import PretrainConfig, PretrainError
-from pomp_plugins.pretrain.data import EpochBatchSampler, MultiViewDataset, train_augmentation
-from pomp_plugins.pretrain.objective import step_negatives
+from pomp_plugins.pretrain.data import GroupSampler, MultiViewDataset, train_augmentation
+from pomp_plugins.pretrain.objective import group_negatives
 from pomp_plugins.pretrain.split import FewShotSplit, draw_split, prepare_split
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
 from pomp_plugins.pretrain.trainer import learning_rate_factor
@@ -116,22 +116,30 @@ def test_views_depend_only_on_seed_epoch_and_image(tree):
     assert not torch.equal(a, dataset[(3, 0)].data) and not torch.equal(a[0], a[1])
 
 
-def test_batches_cover_each_epoch_once_and_resume_mid_epoch():
-    full = list(EpochBatchSampler(10, 3, 0, 1, seed=1, epoch=0))
-    indices = [i for batch in full for _, i in batch]
-    assert sorted(indices) == list(range(10)) and len(full) == 4
-    assert list(EpochBatchSampler(10, 3, 0, 1, seed=1, epoch=0, start=2)) == full[2:]
-    assert [i for b in EpochBatchSampler(10, 3, 0, 1, seed=1, epoch=1) for _, i in b] != indices
-    ranks = [[i for b in EpochBatchSampler(7, 2, r, 2, seed=1, epoch=0) for _, i in b] for r in range(2)]
-    assert len(ranks[0]) == len(ranks[1]) == 4 and set(ranks[0] + ranks[1]) == set(range(7))
-    assert EpochBatchSampler.batches_per_epoch(7, 2, 2) == 2
+def test_groups_cover_each_epoch_once_whatever_the_number_of_processes():
+    # 10 images, steps of 2 groups of 3: steps [3, 3], [3, 1], and the last group of the last step is empty
+    one = list(GroupSampler(10, 3, 2, 0, 1, seed=1, epoch=0))
+    indices = [i for group in one for _, i in group]
+    assert sorted(indices) == list(range(10)) and [len(g) for g in one] == [3, 3, 3, 1]
+    assert GroupSampler.steps_per_epoch(10, 3, 2) == 2 and len(GroupSampler(10, 3, 2, 0, 1, 1, 0)) == 4
+    assert list(GroupSampler(10, 3, 2, 0, 1, seed=1, epoch=0, start=1)) == one[2:]  # resume at step 1
+    # two processes: rank r runs group r of every step, the same images as group r on one process
+    ranks = [list(GroupSampler(10, 3, 2, r, 2, seed=1, epoch=0)) for r in range(2)]
+    assert ranks[0] == one[0::2] and ranks[1] == one[1::2]
+    assert list(GroupSampler(10, 3, 2, 1, 2, seed=1, epoch=0).groups_of_rank()) == [1]
+    assert [i for g in GroupSampler(10, 3, 2, 0, 1, seed=1, epoch=1) for _, i in g] != indices
+    empty = list(GroupSampler(4, 3, 4, 0, 1, seed=1, epoch=0))  # a step larger than the data: trailing empties
+    assert [len(g) for g in empty] == [3, 1, 0, 0]
+    with pytest.raises(ValueError, match="cannot be split evenly over 3 processes"):
+        GroupSampler(10, 3, 2, 0, 3, seed=1, epoch=0)
 
 
-def test_negatives_come_from_run_seed_rank_and_step():
-    a = step_negatives(1000, 50, seed=1, rank=0, step=3)
-    assert torch.equal(a, step_negatives(1000, 50, seed=1, rank=0, step=3)) and len(set(a.tolist())) == 49
-    assert not torch.equal(a, step_negatives(1000, 50, seed=1, rank=1, step=3))
-    assert not torch.equal(a, step_negatives(1000, 50, seed=1, rank=0, step=4))
+def test_negatives_come_from_run_seed_step_and_group_not_the_process():
+    a = group_negatives(1000, 50, seed=1, step=3, group=0)
+    assert torch.equal(a, group_negatives(1000, 50, seed=1, step=3, group=0)) and len(set(a.tolist())) == 49
+    assert not torch.equal(a, group_negatives(1000, 50, seed=1, step=3, group=1))
+    assert not torch.equal(a, group_negatives(1000, 50, seed=1, step=4, group=0))
+    assert not torch.equal(a, group_negatives(1000, 50, seed=2, step=3, group=0))
 
 
 def test_learning_rate_follows_the_reference_schedule():
@@ -145,6 +153,16 @@ def test_defaults_are_the_papers_recipe():
     config = PretrainConfig(data="x").resolved()
     assert (config.lr, config.momentum, config.weight_decay, config.warmup_lr, config.warmup_epochs) == (
         0.002, 0.9, 5e-4, 1e-5, 1)
-    assert (config.n_ctx, config.epochs, config.shots, config.views, config.batch_size) == (4, 5, 16, 4, 32)
+    assert (config.n_ctx, config.epochs, config.shots, config.views) == (4, 5, 16, 4)
+    # 256 images x 4 views per step in groups of 32 with their own 999 negatives: 8 GPUs x 32 in the reference
+    assert (config.group_size, config.global_batch, config.groups_per_step, config.num_sampled) == (32, 256, 8, 1000)
+    assert (config.randaugment, config.randaugment_ops, config.randaugment_prob) == ("randaugment2", 2, 0.6)
+    assert not config.cuda_graphs  # until tests/test_pretrain_cuda_graphs.py has passed on a GPU
+    for world_size in (1, 2, 4, 8):
+        config.check_world_size(world_size)
+    with pytest.raises(PretrainError, match=r"8 groups per step .* over 3 processes; use \[1, 2, 4, 8\]"):
+        config.check_world_size(3)
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        PretrainConfig(data="x", global_batch=100).check()
     assert (config.num_sampled, config.log_base, config.ctx_std, config.clip_model) == (1000, 10.0, 0.02, "ViT-B-16")
     assert PretrainConfig(data="x", n_ctx=16).resolved().epochs == 20

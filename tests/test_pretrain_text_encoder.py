@@ -74,7 +74,7 @@ def test_blocks_other_than_open_clips_standard_one_are_not_packed():
 
 def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip):
     """The layout CUDA graphs replay (padded prompt rows, padded token count: few shapes) changes nothing."""
-    from pomp_plugins.pretrain import PompStep, step_negatives
+    from pomp_plugins.pretrain import PompStep, group_negatives
 
     names = list(get_vocabulary("imagenet21k-p").names[:300])
     labels = torch.tensor([3, 3, 150, 150, 299, 299])  # 3 images x 2 views
@@ -84,7 +84,7 @@ def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip)
         encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
         step = PompStep(encoder, encoder.tokenize(names, device="cpu"), 100.0, 40, 10.0,
                         torch.optim.SGD([encoder.ctx], lr=0.1), cuda_graphs=fixed, max_positives=3)
-        inputs = step.prepare(labels, step_negatives(len(names), 40, 0, 0, 0))
+        inputs = step.prepare(labels, group_negatives(len(names), 40, 0, 0, 0))
         if fixed:  # 39 negatives + 3 images' labels; the longest prompt of all 300 names
             assert inputs.prompts.batch == 42 and len(inputs.plan.classes) == 42
         results.append((float(step(features, inputs)), encoder.ctx.detach().clone()))

@@ -22,8 +22,9 @@ from pomp_plugins.pretrain.split import FewShotSplit
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(clip_model="pomp-tiny", clip_pretrained=None, device="cpu", workers=0, progress=False, batch_size=4,
-            views=2, num_sampled=3, shots=4, val_per_class=1, epochs=2, warmup_epochs=0, lr=0.5, log_every=2)
+TINY = dict(clip_model="pomp-tiny", clip_pretrained=None, device="cpu", workers=0, progress=False, group_size=2,
+            global_batch=4, views=2, num_sampled=3, shots=4, val_per_class=1, epochs=2, warmup_epochs=0, lr=0.5,
+            log_every=2)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -123,22 +124,36 @@ def test_feature_cache_holds_the_image_towers_features_of_fixed_views(data, tmp_
 
 
 @pytest.mark.slow
-def test_two_processes_under_torchrun_stay_in_step(data, tmp_path):
+def test_two_processes_under_torchrun_train_what_one_process_trains(data, tmp_path):
+    """Steps of 8 images in 4 groups of 2: one process runs all 4 groups, each of 2 processes runs 2 (same groups,
+    same negatives, same mean gradient). A run started on 1 process and continued mid-epoch on 2 under torchrun
+    ends with the prompt and losses of an uninterrupted 1-process run, up to the order of float sums."""
+    one = train(data, tmp_path / "one", group_size=2, global_batch=8)
+    assert train(data, tmp_path / "two", group_size=2, global_batch=8, stop_after_steps=1) is None  # mid-epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "tools" / "pretrain_prompt.py"), "--data", str(data), "--output", str(tmp_path),
+               str(ROOT / "tools" / "pretrain_prompt.py"), "--data", str(data), "--output", str(tmp_path / "two"),
                "--clip-model", "pomp-tiny", "--clip-pretrained", "none", "--device", "cpu", "--workers", "0",
-               "--no-progress", "--batch-size", "4", "--views", "2", "--num-sampled", "3", "--shots", "4",
-               "--epochs", "2", "--warmup-epochs", "0", "--lr", "0.5"]
+               "--no-progress", "--group-size", "2", "--global-batch", "8", "--views", "2", "--num-sampled", "3",
+               "--shots", "4", "--epochs", "2", "--warmup-epochs", "0", "--lr", "0.5", "--log-every", "2",
+               "--resume", "auto"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(summary["ctx_sha256_by_rank"]) == 2 and len(set(summary["ctx_sha256_by_rank"])) == 1
-    assert summary["steps"] == 2 * 2  # 16 images over 2 ranks in batches of 4: 2 steps per epoch
+    assert summary["steps"] == 2 * 2  # 16 images in steps of 8: 2 steps per epoch
     assert summary["skipped_paths"] == [str(data / "black_circle" / "broken.jpg")]
-    assert load_prompt(tmp_path / "prompt.pt").meta["world_size"] == 2
-    assert "2 process(es)" in result.stderr + result.stdout
+    assert load_prompt(tmp_path / "two" / "prompt.pt").meta["world_size"] == 2
+    assert "2 process(es)" in result.stderr + result.stdout and "resumed from step 1" in result.stderr + result.stdout
+
+    one_summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two_ctx, one_ctx = load_prompt(tmp_path / "two" / "prompt.pt").ctx, load_prompt(one).ctx
+    epoch_1 = load_prompt(tmp_path / "one" / "prompts" / "epoch_1.pt").ctx
+    assert not torch.allclose(one_ctx, epoch_1, atol=1e-3)  # the second epoch moved it: agreeing means something
+    assert torch.allclose(two_ctx, one_ctx, atol=1e-5, rtol=1e-4)
+    assert [h["train_loss"] for h in summary["history"]] == pytest.approx(
+        [h["train_loss"] for h in one_summary["history"]], rel=1e-5)
 
 
 def test_the_tool_reports_a_bad_checkpoint_in_one_line(data, tmp_path):

@@ -32,8 +32,9 @@ TRAIN_IMAGES, TEST_IMAGES = 20, 10  # per class
 TINY_CLIP = ["--clip-model", "pomp-tiny", "--clip-pretrained", "none", "--device", "cpu"]
 # The paper's recipe, except what a random-weight model and 128 training images need: more epochs, a far larger
 # learning rate without warm-up, 16 context vectors and gentler crops (the shapes must stay in the picture).
-PRETRAIN = ["--n-ctx", "16", "--epochs", "40", "--lr", "0.3", "--warmup-epochs", "0", "--batch-size", "8",
-            "--crop-scale-min", "0.5", "--shots", "16", "--val-per-class", "4", "--workers", "0", "--no-progress"]
+PRETRAIN = ["--n-ctx", "16", "--epochs", "40", "--lr", "0.3", "--warmup-epochs", "0", "--group-size", "8",
+            "--global-batch", "8", "--crop-scale-min", "0.5", "--shots", "16", "--val-per-class", "4", "--workers",
+            "0", "--no-progress"]
 
 
 def run(tool: str, main, argv: list[str]) -> None:

@@ -9,8 +9,9 @@ from .trainer import pretrain
 
 DESCRIPTION = """Learn a POMP soft prompt for a frozen CLIP text encoder (local contrast + local correction).
 
-Every default follows the paper's recipe (ViT-B/16, n_ctx 4, 16 shots, 4 views, K=1000, SGD 0.002, cosine, one
-warm-up epoch at 1e-5); the run writes its settings to OUTPUT/config.json."""
+Every default follows the paper's recipe (ViT-B/16, n_ctx 4, 16 shots, 4 views with Dassl's randaugment2, steps
+of 256 images in groups of 32 that draw their own K-1=999 negatives, on any number of processes, SGD 0.002,
+cosine, one warm-up epoch at 1e-5); the run writes its settings to OUTPUT/config.json."""
 
 EPILOG = """examples:
   # one GPU, ImageNet-21K-P (DATA/train/<wnid>/*.JPEG; DATA/val is never read)

@@ -66,8 +66,13 @@ class PretrainConfig:
     val_per_class: int = _option(1, "held-out training images per class for validation (0: no validation)")
     views: int = _option(4, "augmented views of each image per step")
     crop_scale_min: float = _option(0.08, "smallest area fraction of the random resized crop")
+    randaugment: str = _option("randaugment2", "RandAugment variant: randaugment2 (Dassl's, as POMP: each operation "
+                                                "applied with probability randaugment_prob at a random magnitude) "
+                                                "or torchvision (T.RandAugment at a fixed magnitude)",
+                               choices=["randaugment2", "torchvision"])
     randaugment_ops: int = _option(2, "RandAugment: operations per view (0: no RandAugment)")
-    randaugment_magnitude: int = _option(9, "RandAugment: magnitude")
+    randaugment_prob: float = _option(0.6, "randaugment2: probability that each chosen operation is applied")
+    randaugment_magnitude: int = _option(9, "torchvision RandAugment: magnitude (0-30)")
     # model
     clip_model: str = _option("ViT-B-16", "open_clip model name (pomp-tiny: a tiny model for tests and demos)")
     clip_pretrained: Optional[str] = _option("openai", "open_clip weights tag, a local weights file, or none for "
@@ -86,7 +91,11 @@ class PretrainConfig:
                                               "and numbers), e (the paper's formula), or none to turn it off",
                                         type=_log_base)
     # optimisation
-    batch_size: int = _option(32, "images per step and process")
+    group_size: int = _option(32, "images per group: a group's images (x views) share their own K-1 sampled "
+                                  "negatives (the reference's batch per GPU)")
+    global_batch: int = _option(256, "images per optimisation step, over all processes (the reference: 8 GPUs x "
+                                     "32): global_batch / group_size groups per step, split evenly over the "
+                                     "processes; the gradient is the mean over all the groups' feature rows")
     epochs: Optional[int] = _option(None, "epochs (default: 5 for n_ctx <= 4, 20 above, as in the paper)",
                                     type=_optional(int))
     lr: float = _option(0.002, "SGD learning rate after warm-up (cosine-annealed per epoch)")
@@ -99,8 +108,9 @@ class PretrainConfig:
     cache_image_features: bool = _option(False, "compute the image features of `views` fixed augmented views of "
                                                 "each training image once (memory-mapped file in OUTPUT), then "
                                                 "train the text side only; fixes the augmentations")
-    cuda_graphs: bool = _option(True, "on a GPU, give every step the same shapes and replay its image forward and "
-                                      "its text forward+backward as CUDA graphs (no effect on a CPU)")
+    cuda_graphs: bool = _option(False, "on a GPU, give every group one of a few shapes and replay its image forward "
+                                       "and its text forward+backward as CUDA graphs (no effect on a CPU); off "
+                                       "by default until tests/test_pretrain_cuda_graphs.py has passed on a GPU")
     compile_image_tower: bool = _option(False, "torch.compile the frozen image tower for training steps (faster "
                                                "steps after a compile of tens of seconds; falls back to eager "
                                                "execution if compiling fails)")
@@ -124,7 +134,7 @@ class PretrainConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
-        positive = ("shots", "views", "n_ctx", "num_sampled", "batch_size", "log_every")
+        positive = ("shots", "views", "n_ctx", "num_sampled", "group_size", "global_batch", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -133,12 +143,30 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not 0 <= self.randaugment_prob <= 1:
+            raise ValueError(f"randaugment_prob must be in [0, 1], got {self.randaugment_prob}")
         if not 0 < self.crop_scale_min <= 1:
             raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
         if self.vocabulary and self.names_file:
             raise ValueError("give either a vocabulary or a names file, not both")
+        if self.global_batch % self.group_size:
+            raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of group_size "
+                             f"({self.group_size})")
         if self.log_base is not None and (self.log_base <= 0 or self.log_base == 1):
             raise ValueError(f"log_base must be positive and not 1 (or none), got {self.log_base}")
+
+    @property
+    def groups_per_step(self) -> int:
+        return self.global_batch // self.group_size
+
+    def check_world_size(self, world_size: int) -> None:
+        """Raise ``PretrainError`` unless the step's groups split evenly over ``world_size`` processes."""
+        if self.groups_per_step % world_size:
+            works = [n for n in range(1, self.groups_per_step + 1) if self.groups_per_step % n == 0]
+            raise PretrainError(
+                f"{self.groups_per_step} groups per step (global_batch {self.global_batch} / group_size "
+                f"{self.group_size}) cannot be split evenly over {world_size} processes; use {works} processes, "
+                f"or a global_batch that is a multiple of group_size x {world_size}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

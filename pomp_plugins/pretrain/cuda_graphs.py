@@ -5,27 +5,26 @@ eagerly, launching them takes longer than running them. Captured once as a CUDA 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 
 class CapturedFunction:
-    """``fn`` of CUDA tensors, captured as a CUDA graph on the first call for each input shape and replayed after.
+    """A pure ``fn`` of CUDA tensors, captured as a CUDA graph on the first call for each input shape, replayed after.
 
-    Each call copies its inputs into the graph's static input buffers and replays the graph; the returned tensors
-    are the graph's static outputs, overwritten by the next call (clone what must outlive it). ``fn`` may run a
-    backward pass: parameter gradients then live in the graph's memory and each replay overwrites them, so
-    callers must not set them to ``None`` between calls. ``before_capture`` runs before warm-up and capture (e.g.
-    to drop gradients that warm-up accumulated).
+    Each call copies its inputs into that graph's static input buffers, replays it and returns its static outputs.
+    All graphs of one ``CapturedFunction`` share a memory pool, so a replay may overwrite the outputs of *any*
+    earlier call, of any shape: consume (copy, accumulate) the outputs before the next call.
 
-    Requirements of CUDA graphs: fixed shapes per captured signature, no CPU-GPU synchronisation inside ``fn``,
-    and no use of the outputs from a previous call after the next one.
+    ``fn`` must be pure: its results only in what it returns. A gradient belongs in the returned tensors
+    (``torch.autograd.grad``), never in ``parameter.grad``: a captured ``backward()`` would leave each graph
+    writing into a ``.grad`` tensor of its own, in the graph's memory, which the optimiser does not read.
+    Also required: fixed shapes per signature and no CPU-GPU synchronisation inside ``fn``.
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], warmup: int = 2,
-                 before_capture: Optional[Callable[[], None]] = None):
-        self.fn, self.warmup, self.before_capture = fn, warmup, before_capture
+    def __init__(self, fn: Callable[..., object], warmup: int = 2):
+        self.fn, self.warmup = fn, warmup
         self.graphs: dict = {}
         self.pool = None
 
@@ -48,13 +47,9 @@ class CapturedFunction:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (lazy initialisation, autotuning) outside the capture
-            if self.before_capture:
-                self.before_capture()
             for _ in range(self.warmup):
                 self.fn(*static_inputs)
         torch.cuda.current_stream().wait_stream(side)
-        if self.before_capture:
-            self.before_capture()
         graph = torch.cuda.CUDAGraph()
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..classification.image_folder import Sample, Skipped, load_rgb
+from .randaugment import RandAugment2
 
 # Tags that keep the seed streams of the different random choices apart.
 AUGMENTATION, ORDER, NEGATIVES, PROMPT_INIT = 1, 2, 3, 4
@@ -28,18 +29,29 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
+RANDAUGMENT_KINDS = ("randaugment2", "torchvision")
+
+
 def train_augmentation(
-    image_size: int, crop_scale_min: float = 0.08, randaugment_ops: int = 2, randaugment_magnitude: int = 9
+    image_size: int, crop_scale_min: float = 0.08, randaugment_ops: int = 2, randaugment_magnitude: int = 9,
+    randaugment: str = "randaugment2", randaugment_prob: float = 0.6,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> uint8 ``[3, S, S]``: random resized crop (bicubic, as CLIP), horizontal flip, RandAugment.
 
+    ``randaugment``: ``randaugment2`` (Dassl's, what POMP trains with: ``randaugment_ops`` operations, each applied
+    with probability ``randaugment_prob`` at a random magnitude) or ``torchvision`` (``T.RandAugment`` with
+    ``randaugment_ops`` operations at the fixed ``randaugment_magnitude``). ``randaugment_ops`` 0: none.
     Normalisation happens on the training device (``PixelNormalizer``), so workers ship 4x fewer bytes.
     """
+    if randaugment not in RANDAUGMENT_KINDS:
+        raise ValueError(f"randaugment must be one of {RANDAUGMENT_KINDS}, got {randaugment!r}")
     steps = [
         T.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
     ]
-    if randaugment_ops:
+    if randaugment_ops and randaugment == "randaugment2":
+        steps.append(RandAugment2(randaugment_ops, randaugment_prob))
+    elif randaugment_ops:
         steps.append(T.RandAugment(randaugment_ops, randaugment_magnitude))
     return T.Compose(steps + [T.PILToTensor()])
 
@@ -83,32 +95,47 @@ class MultiViewDataset(Dataset):
         return Sample(views, self.labels[index])
 
 
-class EpochBatchSampler(Sampler):
-    """This rank's batches of ``(epoch, index)`` for one epoch, from batch ``start`` on.
+class GroupSampler(Sampler):
+    """This rank's groups of ``(epoch, index)`` for one epoch, from step ``start`` on.
 
-    The order is a permutation seeded by ``(seed, epoch)``, padded by wrapping around to a multiple of the world
-    size and dealt out round-robin, as ``DistributedSampler`` does; every rank gets the same number of batches.
+    One order per epoch, a permutation seeded by ``(seed, epoch)`` alone, is cut into steps of
+    ``group_size * groups_per_step`` images and each step into ``groups_per_step`` groups of ``group_size``; rank
+    ``r`` of ``world_size`` takes groups ``r * G/W .. (r+1) * G/W - 1`` of every step (``G/W`` consecutive groups).
+    So which images form group ``g`` of step ``s`` does not depend on the number of processes. The epoch's last
+    step may be smaller: its groups are filled in order, and the ones past the end are empty (yielded as empty
+    lists, so every rank yields ``G/W`` groups per step).
     """
 
-    def __init__(self, num_items: int, batch_size: int, rank: int, world_size: int, seed: int, epoch: int,
-                 start: int = 0):
+    def __init__(self, num_items: int, group_size: int, groups_per_step: int, rank: int, world_size: int, seed: int,
+                 epoch: int, start: int = 0):
         if num_items < 1:
             raise ValueError("no training images")
-        self.num_items, self.batch_size, self.rank, self.world_size = num_items, batch_size, rank, world_size
-        self.seed, self.epoch, self.start = seed, epoch, start
+        if groups_per_step % world_size:
+            raise ValueError(f"{groups_per_step} groups per step cannot be split evenly over {world_size} processes")
+        self.num_items, self.group_size, self.groups_per_step = num_items, group_size, groups_per_step
+        self.rank, self.world_size, self.seed, self.epoch, self.start = rank, world_size, seed, epoch, start
+
+    @property
+    def groups_per_rank(self) -> int:
+        return self.groups_per_step // self.world_size
 
     @staticmethod
-    def batches_per_epoch(num_items: int, batch_size: int, world_size: int) -> int:
-        return math.ceil(math.ceil(num_items / world_size) / batch_size)
+    def steps_per_epoch(num_items: int, group_size: int, groups_per_step: int) -> int:
+        return math.ceil(num_items / (group_size * groups_per_step))
 
     def __len__(self) -> int:
-        return max(self.batches_per_epoch(self.num_items, self.batch_size, self.world_size) - self.start, 0)
+        steps = self.steps_per_epoch(self.num_items, self.group_size, self.groups_per_step)
+        return max(steps - self.start, 0) * self.groups_per_rank
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, ORDER, self.epoch))
-        order = torch.randperm(self.num_items, generator=generator)
-        per_rank = math.ceil(self.num_items / self.world_size)
-        order = order.repeat(math.ceil(per_rank * self.world_size / self.num_items))[: per_rank * self.world_size]
-        mine = order[self.rank :: self.world_size].tolist()
-        for start in range(self.start * self.batch_size, len(mine), self.batch_size):
-            yield [(self.epoch, index) for index in mine[start : start + self.batch_size]]
+        order = torch.randperm(self.num_items, generator=generator).tolist()
+        steps = self.steps_per_epoch(self.num_items, self.group_size, self.groups_per_step)
+        for step in range(self.start, steps):
+            for group in self.groups_of_rank():
+                first = (step * self.groups_per_step + group) * self.group_size
+                yield [(self.epoch, index) for index in order[first : first + self.group_size]]
+
+    def groups_of_rank(self) -> range:
+        """This rank's group numbers within a step."""
+        return range(self.rank * self.groups_per_rank, (self.rank + 1) * self.groups_per_rank)

@@ -30,7 +30,7 @@ class Distributed:
             dist.barrier()
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """All-reduce ``tensor`` (on this process's device) in place with a sum; returns it."""
+        """All-reduce ``tensor`` (on this process's device) in place with a sum; returns it (the same tensor)."""
         if self.active:
             dist.all_reduce(tensor)
         return tensor
@@ -42,21 +42,6 @@ class Distributed:
         gathered: list = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
-
-    def average_gradient(self, parameter: torch.Tensor, rows: int) -> int:
-        """Make ``parameter.grad`` the mean over all ranks' rows (each rank's grad is a mean over its own rows).
-
-        One all-reduce of ``[rows * grad, rows]``, so ranks with fewer (or no) rows weigh less. Returns the
-        global row count.
-        """
-        if not self.active:
-            return rows
-        grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
-        buffer = torch.cat([grad.flatten() * rows, grad.new_tensor([rows])])
-        dist.all_reduce(buffer)
-        total = int(buffer[-1].item())
-        parameter.grad = (buffer[:-1] / max(total, 1)).view_as(parameter)
-        return total
 
     def close(self) -> None:
         if self.active and dist.is_initialized():

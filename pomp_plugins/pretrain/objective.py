@@ -7,9 +7,13 @@ This is the step both the trainer and ``bench/pretrain_step.py`` run. What makes
   (``PromptedTextEncoder``), with the index work done on the CPU before the step's device work
   (``PompStep.prepare``), so nothing in the step waits for the device;
 - only ``ctx`` (fp32) requires grad, so the backward pass computes activation gradients, never weight gradients;
-- with ``cuda_graphs``, steps have one of a few shapes (as many prompt rows as a step can need, packed tokens
-  padded to a multiple of ``TOKEN_BUCKET``), and a step's forward and backward are one CUDA-graph replay instead
+- with ``cuda_graphs``, groups have one of a few shapes (as many prompt rows as a group can need, packed tokens
+  padded to a multiple of ``TOKEN_BUCKET``), and a group's forward and backward are one CUDA-graph replay instead
   of thousands of kernel launches.
+
+A step is one or more *groups* (``accumulate`` each, then ``apply``): a group is the reference's per-GPU batch,
+whose images share their own K-1 sampled negatives; the gradients of all groups of the step (on all processes)
+are averaged in one persistent buffer (``GradientBuffer``) before the optimiser step.
 """
 from __future__ import annotations
 
@@ -24,15 +28,17 @@ from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sam
 from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts, scratch_rows
 from .cuda_graphs import CapturedFunction
 from .data import NEGATIVES, derive_seed
+from .gradient import GradientBuffer
 
 
 # Packed prompt tokens are padded to a multiple of this, so a few shapes (CUDA graphs) cover all steps.
 TOKEN_BUCKET = 256
 
 
-def step_negatives(num_classes: int, num_sampled: int, seed: int, rank: int, step: int) -> torch.Tensor:
-    """The ``[K-1]`` negatives of ``step`` on ``rank``: from a seed derived from ``(seed, rank, step)``."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, NEGATIVES, rank, step))
+def group_negatives(num_classes: int, num_sampled: int, seed: int, step: int, group: int) -> torch.Tensor:
+    """The ``[K-1]`` negatives of group ``group`` (0-based within the step, over all processes) of global step
+    ``step``: from a seed derived from ``(seed, step, group)``, so they do not depend on which process runs it."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, NEGATIVES, step, group))
     return sample_negatives(num_classes, num_sampled, generator)
 
 
@@ -65,23 +71,22 @@ class StepInputs:
 
 
 class PompStep:
-    """Loss, backward and optimiser step for one batch of image features.
+    """Loss and gradient of groups of image features, accumulated, then one SGD step on ``ctx``.
 
     Args:
         encoder: the prompted text encoder; its ``ctx`` is what ``optimizer`` updates.
         class_prompts: tokenized prompts of all N classes (``encoder.tokenize(names, device="cpu")``); on the CPU,
-            selecting and packing a step's prompts costs the device nothing.
+            selecting and packing a group's prompts costs the device nothing.
         logit_scale: CLIP's frozen temperature.
-        num_sampled: K, classes per step.
+        num_sampled: K, classes per group.
         log_base: base of the correction margin's log (``None``: no correction).
-        optimizer: over ``[encoder.ctx]``.
-        sync_gradients: called with the local number of feature rows after backward (and with 0 when this
-            process had no rows); it must make ``ctx.grad`` the global mean and return the global row count.
-        cuda_graphs: give steps one of a few shapes (``PackedPrompts.fixed``: ``num_sampled - 1 + max_positives``
+        optimizer: over ``[encoder.ctx]``; it reads ``ctx.grad``, which is this step's ``GradientBuffer``.
+        all_reduce_: sums a tensor in place over all processes (``None``: one process).
+        cuda_graphs: give groups one of a few shapes (``PackedPrompts.fixed``: ``num_sampled - 1 + max_positives``
             prompt rows, packed tokens padded to a multiple of ``TOKEN_BUCKET``) and, on a CUDA device, replay
-            each step's forward and backward as a CUDA graph per shape. On a CPU the fixed-shape layout runs
+            each group's forward and backward as a CUDA graph per shape. On a CPU the fixed-shape layout runs
             eagerly (the tests use this).
-        max_positives: the most distinct labels a step can hold (images per step); default: feature rows.
+        max_positives: the most distinct labels a group can hold (its images); default: its feature rows.
     """
 
     def __init__(
@@ -92,27 +97,33 @@ class PompStep:
         num_sampled: int,
         log_base: Optional[float],
         optimizer: torch.optim.Optimizer,
-        sync_gradients: Optional[Callable[[int], int]] = None,
+        all_reduce_: Optional[Callable[[torch.Tensor], object]] = None,
         cuda_graphs: bool = False,
         max_positives: Optional[int] = None,
     ):
         self.encoder, self.class_prompts, self.logit_scale = encoder, class_prompts, logit_scale
         self.num_sampled, self.log_base, self.optimizer = num_sampled, log_base, optimizer
-        self.sync_gradients = sync_gradients
+        self.all_reduce_ = all_reduce_
         self.fixed_shapes, self.max_positives = cuda_graphs, max_positives
         self.suffix_length = int(class_prompts.eot.max()) - encoder.n_ctx  # name tokens up to every class's EOT
+        self.gradient = GradientBuffer(encoder.ctx)
         self.captured = None
         if cuda_graphs and encoder.ctx.is_cuda:
             if not encoder.tower.packable:
                 raise ValueError("CUDA graphs need open_clip's standard text blocks (the packed path)")
-            self.captured = CapturedFunction(self._loss_and_backward, before_capture=self._drop_gradient)
+            self.captured = CapturedFunction(self._flat_loss_and_gradient)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_prompts)
 
+    @property
+    def captured_shapes(self) -> int:
+        """How many CUDA graphs (group shapes) have been captured so far (0 without CUDA graphs)."""
+        return 0 if self.captured is None else len(self.captured.graphs)
+
     def prepare(self, labels: torch.Tensor, negatives: torch.Tensor) -> StepInputs:
-        """Plan the step for ``labels`` ``[R]`` (one per feature row) and ``negatives`` ``[K-1]``, best on the CPU."""
+        """Plan a group for ``labels`` ``[R]`` (one per feature row) and ``negatives`` ``[K-1]``, best on the CPU."""
         plan = plan_local_contrast(labels, negatives)
         selected = self.class_prompts.select(plan.classes.to(self.class_prompts.ids.device))
         if not self.fixed_shapes:
@@ -129,16 +140,22 @@ class PompStep:
         text = F.normalize(self.encoder(inputs.prompts), dim=-1)
         return pomp_loss(image_features, text, inputs.plan, self.logit_scale, self.num_classes, self.log_base)
 
-    def _loss_and_backward(self, image_features: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
-        """The captured part of a step: loss and backward from flat tensors (``_flatten``'s order)."""
+    def loss_and_gradient(self, image_features: torch.Tensor, inputs: StepInputs
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A group's detached loss and its gradient w.r.t. ``ctx`` (returned, never written into ``ctx.grad``)."""
+        loss = self.loss(image_features, inputs)
+        (gradient,) = torch.autograd.grad(loss, self.encoder.ctx)
+        return loss.detach(), gradient
+
+    def _flat_loss_and_gradient(self, image_features: torch.Tensor, *tensors: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss_and_gradient`` from flat tensors (``_flatten``'s order): the function CUDA graphs capture."""
         plan = LocalContrastPlan(*tensors[:5])
         ids, eot, packed_ids, positions, slots, eot_rows, mask = tensors[5:]
         attention_rows = len(eot_rows) + scratch_rows(TOKEN_BUCKET, self.suffix_length)
         prompts = PackedPrompts(TokenizedPrompts(ids, eot), 1 + self.encoder.n_ctx, packed_ids, positions, slots,
                                 eot_rows, mask, attention_rows)
-        loss = self.loss(image_features, StepInputs(plan, prompts))
-        loss.backward()
-        return loss.detach()
+        return self.loss_and_gradient(image_features, StepInputs(plan, prompts))
 
     @staticmethod
     def _flatten(inputs: StepInputs) -> list[torch.Tensor]:
@@ -147,27 +164,29 @@ class PompStep:
                 prompts.prompts.ids, prompts.prompts.eot, prompts.ids, prompts.positions, prompts.slots,
                 prompts.eot_rows, prompts.mask]
 
-    def _drop_gradient(self) -> None:
-        self.encoder.ctx.grad = None
-
-    def __call__(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
-        """Update ``ctx`` from one batch; returns the detached loss (``None`` if this process had no rows)."""
-        loss = None
-        if self.captured is not None:  # each replay overwrites ctx.grad in the graph's memory
-            if inputs.rows:
-                loss = self.captured(image_features, *self._flatten(inputs)).clone()
-            elif self.encoder.ctx.grad is not None:
-                self.encoder.ctx.grad.zero_()
-            else:
-                self.encoder.ctx.grad = torch.zeros_like(self.encoder.ctx)
+    def accumulate(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
+        """Add one group's gradient (weighted by its rows) to the step's buffer; returns its detached loss
+        (``None`` for a group without rows)."""
+        if not inputs.rows:
+            return None
+        if self.captured is not None:
+            loss, gradient = self.captured(image_features, *self._flatten(inputs))
         else:
-            self.optimizer.zero_grad(set_to_none=True)
-            if inputs.rows:
-                loss = self.loss(image_features, inputs)
-                loss.backward()
-            elif self.sync_gradients is not None:
-                self.encoder.ctx.grad = torch.zeros_like(self.encoder.ctx)
-        total = self.sync_gradients(inputs.rows) if self.sync_gradients is not None else inputs.rows
+            loss, gradient = self.loss_and_gradient(image_features, inputs)
+        self.gradient.add(gradient, inputs.rows)  # before the next replay, which may overwrite these outputs
+        return loss.clone()
+
+    def apply(self) -> int:
+        """Average the accumulated gradient over all rows of all processes, step the optimiser (unless there were
+        no rows at all), and clear the buffer for the next step. Returns the step's total rows."""
+        total = self.gradient.average(self.all_reduce_)
         if total:
             self.optimizer.step()
-        return None if loss is None else loss.detach()
+        self.gradient.zero()
+        return total
+
+    def __call__(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
+        """A step of one group: ``accumulate`` then ``apply``; returns the detached loss."""
+        loss = self.accumulate(image_features, inputs)
+        self.apply()
+        return loss

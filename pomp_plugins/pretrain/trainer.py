@@ -2,8 +2,9 @@
 
 Outputs, in ``config.output``: ``config.json`` (the resolved settings), ``split.json`` (the few-shot split),
 ``checkpoints/last.pt`` (every epoch, and every N steps if asked), ``prompts/epoch_<e>.pt`` (the prompt after each
-epoch), ``tensorboard/`` (scalars), ``feature_cache/`` (feature-cache mode), and at the end ``prompt.pt`` (the
-learned prompt in the core's format) and ``summary.json`` (validation history, throughput, skipped images).
+epoch), ``tensorboard/`` (scalars), ``feature_cache/`` (feature-cache mode), ``throughput.json`` (images/s and the
+share of time spent waiting for data, at every stop), and at the end ``prompt.pt`` (the learned prompt in the
+core's format) and ``summary.json`` (validation history, skipped images).
 """
 from __future__ import annotations
 
@@ -28,20 +29,22 @@ from ..prompt.prompt_file import Prompt, save_prompt
 from ..prompt.text_encoder import PromptedTextEncoder, encode_in_batches
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig, PretrainError
-from .data import PROMPT_INIT, EpochBatchSampler, MultiViewDataset, PixelNormalizer, derive_seed, train_augmentation
+from .data import PROMPT_INIT, GroupSampler, MultiViewDataset, PixelNormalizer, derive_seed, train_augmentation
 from .distributed import Distributed, init_distributed
 from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
-from .objective import PompStep, image_feature_function, step_negatives
+from .objective import PompStep, group_negatives, image_feature_function
 from ..prompt.atomic import atomic_write_text
 from .split import prepare_split
+from .throughput import ThroughputMeter
 
 
 @dataclass
 class RunState:
     """Where a run stands; all of it goes into checkpoints.
 
-    ``epoch``: the epoch in progress; ``step_in_epoch``: its batches already done; ``loss_sum``/``rows``: this
-    epoch's summed loss and feature rows so far (this process); ``skipped``: unreadable images seen;
+    ``epoch``: the epoch in progress; ``step_in_epoch``: its steps already done; ``loss_sum``/``rows``: this
+    epoch's summed loss and feature rows so far (this process's groups; in a checkpoint: all processes');
+    ``skipped``: unreadable images seen;
     ``history``: one record per finished epoch.
     """
 
@@ -70,6 +73,7 @@ class Pretrainer:
 
     def __init__(self, config: PretrainConfig, dist: Distributed):
         self.config, self.dist = config, dist
+        config.check_world_size(dist.world_size)
         self.out = Path(config.output)
         resume_from = self._checkpoint_to_resume()
         if dist.is_main:
@@ -98,13 +102,14 @@ class Pretrainer:
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(learning_rate_factor, config))
         self.step = PompStep(self.encoder, self.class_prompts, self.clip.logit_scale, self.num_sampled,
-                             config.log_base, self.optimizer, partial(dist.average_gradient, self.encoder.ctx),
-                             cuda_graphs=self.cuda_graphs, max_positives=config.batch_size)
+                             config.log_base, self.optimizer, dist.sum_ if dist.active else None,
+                             cuda_graphs=self.cuda_graphs, max_positives=config.group_size)
         self.state = RunState()
         self.train_data = self._train_dataset()
         if resume_from is not None:
             self._restore(resume_from)
         self.epoch_loss = torch.tensor(self.state.loss_sum, dtype=torch.float64, device=dist.device)
+        self.throughput = ThroughputMeter(dist.device)
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -124,26 +129,23 @@ class Pretrainer:
         if different:
             raise PretrainError(f"{path} belongs to a run with other settings {different} (checkpoint, now); "
                                 "resume with the same settings or start a new run")
-        if state["step_in_epoch"] and state["world_size"] != self.dist.world_size:
-            raise PretrainError(f"{path} was written in the middle of an epoch by {state['world_size']} processes; "
-                                f"continue it with {state['world_size']} (not {self.dist.world_size}), or resume "
-                                "from a checkpoint written at the end of an epoch")
         return state
 
     def _train_dataset(self) -> Dataset:
         config = self.config
         paths, labels = self.split.paths(config.data, "train")
         augment = train_augmentation(self.clip.image_size, config.crop_scale_min, config.randaugment_ops,
-                                     config.randaugment_magnitude)
+                                     config.randaugment_magnitude, config.randaugment, config.randaugment_prob)
         views = MultiViewDataset(paths, labels, augment, config.views, config.seed)
         if not config.cache_image_features:
             return views
         settings = {"image_size": self.clip.image_size, "crop_scale_min": config.crop_scale_min,
-                    "randaugment": [config.randaugment_ops, config.randaugment_magnitude],
+                    "randaugment": [config.randaugment, config.randaugment_ops, config.randaugment_prob,
+                                    config.randaugment_magnitude],
                     "dtype": str(next(self.clip.model.visual.parameters()).dtype)}
         started = time.perf_counter()
         cache = build_feature_cache(self.out / "feature_cache", cache_key(self.clip, views, settings), views,
-                                    self.clip, self.normalize, self.dist, config.batch_size, config.workers,
+                                    self.clip, self.normalize, self.dist, config.group_size, config.workers,
                                     config.progress)
         self.log(f"feature cache ready: {len(paths)} images x {config.views} views in "
                  f"{time.perf_counter() - started:.1f} s ({self.out / 'feature_cache'})")
@@ -155,8 +157,10 @@ class Pretrainer:
             self.encoder.ctx.copy_(state["ctx"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.state = RunState(state["epoch"], state["step_in_epoch"], state["global_step"], state["loss_sum"],
-                              state["rows"], set(state["skipped"]) | self.state.skipped, state["history"])
+        # the epoch's loss so far is the sum over all processes: one process (the main one) carries it on
+        loss_sum, rows = (state["loss_sum"], state["rows"]) if self.dist.is_main else (0.0, 0)
+        self.state = RunState(state["epoch"], state["step_in_epoch"], state["global_step"], loss_sum, rows,
+                              set(state["skipped"]) | self.state.skipped, state["history"])
         rng = state["rng"]
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         self.log(f"resumed from step {self.state.global_step} (epoch {self.state.epoch + 1}, "
@@ -166,20 +170,21 @@ class Pretrainer:
     def run(self) -> Optional[Path]:
         """Train to the last epoch and write the prompt; ``None`` if stopped early by ``stop_after_steps``."""
         config, dist = self.config, self.dist
-        batches = EpochBatchSampler.batches_per_epoch(len(self.train_data), config.batch_size, dist.world_size)
+        steps = GroupSampler.steps_per_epoch(len(self.train_data), config.group_size, config.groups_per_step)
         margin = "off"
         if config.log_base is not None:
             value = correction_margin(len(self.class_prompts), self.num_sampled, torch.tensor([0]), config.log_base)
             margin = f"{value.item():.3f}"
         self.log(f"{len(self.split.names)} classes, {len(self.split.train)} training and {len(self.split.val)} "
                  f"validation images, {config.views} views; K={self.num_sampled}, correction margin {margin}; "
-                 f"{dist.world_size} process(es) on {dist.device}, {batches} steps per epoch, {config.epochs} epochs")
+                 f"{config.global_batch} images per step in {config.groups_per_step} groups of {config.group_size}; "
+                 f"{dist.world_size} process(es) on {dist.device}, {steps} steps per epoch, {config.epochs} epochs")
         if self.split.empty_classes:
             self.log(f"warning: {len(self.split.empty_classes)} class folders have no images: "
                      f"{', '.join(self.split.empty_classes[:10])}")
         while self.state.epoch < config.epochs:
             started = time.perf_counter()
-            if not self._train_epoch(batches):
+            if not self._train_epoch(steps):
                 return None
             seconds = time.perf_counter() - started
             totals = dist.sum_(torch.stack([self.epoch_loss, self.epoch_loss.new_tensor(self.state.rows)]))
@@ -198,38 +203,48 @@ class Pretrainer:
                 save_prompt(self._prompt({"epoch": self.state.epoch}), epoch_prompt)
         return self._finish()
 
-    def _train_epoch(self, batches: int) -> bool:
+    def _train_epoch(self, steps: int) -> bool:
         """The rest of the current epoch; False if ``stop_after_steps`` stopped it (after a checkpoint)."""
         config, dist, state = self.config, self.dist, self.state
-        sampler = EpochBatchSampler(len(self.train_data), config.batch_size, dist.rank, dist.world_size, config.seed,
-                                    state.epoch, start=state.step_in_epoch)
+        sampler = GroupSampler(len(self.train_data), config.group_size, config.groups_per_step, dist.rank,
+                               dist.world_size, config.seed, state.epoch, start=state.step_in_epoch)
         loader = DataLoader(self.train_data, batch_sampler=sampler, num_workers=config.workers,
                             collate_fn=collate_skipping, pin_memory=dist.device.type == "cuda",
                             generator=torch.Generator())  # keeps the global RNG untouched
-        bar = tqdm(total=batches, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        groups = iter(loader)
+        bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                    unit="step", disable=not (config.progress and dist.is_main), dynamic_ncols=True)
         logged_loss, logged_rows = state.loss_sum, state.rows
         window_images, window_start = 0, time.perf_counter()
-        for batch in loader:
+        while state.step_in_epoch < steps:
             if config.stop_after_steps is not None and state.global_step >= config.stop_after_steps:
                 bar.close()
                 self._save_checkpoint()
+                self._write_throughput()
                 self.log(f"stopped after {state.global_step} steps; continue with --resume")
                 return False
-            state.skipped.update(batch.skipped)
-            rows = len(batch) * config.views
-            negatives = step_negatives(len(self.class_prompts), self.num_sampled, config.seed, dist.rank,
-                                       state.global_step)
-            inputs = self.step.prepare(batch.labels.repeat_interleave(config.views), negatives)
-            loss = self.step(self._image_features(batch), inputs)
-            if loss is not None:
-                self.epoch_loss += loss.double() * rows
-                state.rows += rows
-            window_images += len(batch)
+            step_images = 0
+            for number in sampler.groups_of_rank():
+                fetch_started = time.perf_counter()
+                batch = next(groups)
+                self.throughput.waited(time.perf_counter() - fetch_started)
+                state.skipped.update(batch.skipped)
+                if not len(batch):
+                    continue
+                negatives = group_negatives(len(self.class_prompts), self.num_sampled, config.seed,
+                                            state.global_step, number)
+                inputs = self.step.prepare(batch.labels.repeat_interleave(config.views), negatives)
+                loss = self.step.accumulate(self._image_features(batch), inputs)
+                self.epoch_loss += loss.double() * inputs.rows
+                state.rows += inputs.rows
+                window_images += len(batch)
+                step_images += len(batch)
+            self.step.apply()  # every process, even one whose groups were empty (the all-reduce needs them all)
+            self.throughput.step_done(step_images)
             state.step_in_epoch += 1
             state.global_step += 1
             bar.update()
-            if state.global_step % config.log_every == 0 or state.step_in_epoch == batches:
+            if state.global_step % config.log_every == 0 or state.step_in_epoch == steps:
                 state.loss_sum = float(self.epoch_loss)  # one device sync per log interval
                 mean_loss = (state.loss_sum - logged_loss) / max(state.rows - logged_rows, 1)
                 images_per_s = window_images * dist.world_size / (time.perf_counter() - window_start)
@@ -261,7 +276,7 @@ class Pretrainer:
             return None
         rank, world = self.dist.rank, self.dist.world_size
         loader = DataLoader(ImageListDataset(paths[rank::world], labels[rank::world], self.clip.preprocess),
-                            batch_size=self.config.batch_size * self.config.views, num_workers=self.config.workers,
+                            batch_size=self.config.group_size * self.config.views, num_workers=self.config.workers,
                             collate_fn=collate_skipping, pin_memory=self.dist.device.type == "cuda")
         with torch.no_grad():
             text = encode_in_batches(self.encoder, self.class_prompts, 1024, normalize=True, progress=False)
@@ -291,8 +306,10 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------------------- outputs
     def _save_checkpoint(self) -> None:
-        """Every rank takes part (its RNG state and skipped images); the main process writes."""
+        """Every rank takes part (its RNG state, epoch loss and skipped images); the main process writes."""
         self.state.loss_sum = float(self.epoch_loss)
+        totals = self.dist.sum_(torch.tensor([self.state.loss_sum, float(self.state.rows)], dtype=torch.float64,
+                                             device=self.dist.device))
         rng = self.dist.gather(rng_state())
         skipped = sorted(set().union(*self.dist.gather(sorted(self.state.skipped))))
         if self.dist.is_main:
@@ -300,11 +317,19 @@ class Pretrainer:
             save_checkpoint(self.out / "checkpoints" / "last.pt", {
                 "ctx": self.encoder.ctx.detach().cpu(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
-                "global_step": state.global_step, "loss_sum": state.loss_sum, "rows": state.rows, "skipped": skipped,
+                "global_step": state.global_step, "loss_sum": float(totals[0]), "rows": int(totals[1]),
+                "skipped": skipped,
                 "history": state.history, "config": self.config.to_dict(), "rng": rng,
                 "world_size": self.dist.world_size,
             })
         self.dist.barrier()
+
+    def _write_throughput(self) -> None:
+        summary = self.throughput.summary(self.dist.world_size)
+        if self.dist.is_main:
+            summary = {**summary, "workers": self.config.workers, "world_size": self.dist.world_size,
+                       "device": str(self.dist.device), "cache_image_features": self.config.cache_image_features}
+            atomic_write_text(self.out / "throughput.json", json.dumps(summary, indent=2) + "\n")
 
     def _prompt(self, extra: dict) -> Prompt:
         config = self.config
@@ -321,6 +346,7 @@ class Pretrainer:
             raise RuntimeError(f"the processes ended with different prompts (sha256 by rank: {digests})")
         skipped = sorted(set().union(*self.dist.gather(sorted(self.state.skipped))))
         prompt_path = self.out / "prompt.pt"
+        self._write_throughput()
         if self.dist.is_main:
             save_prompt(self._prompt({"history": self.state.history}), prompt_path)
             summary = {"prompt": str(prompt_path), "steps": self.state.global_step, "epochs": self.config.epochs,
