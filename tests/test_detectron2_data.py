@@ -313,3 +313,46 @@ def test_loader_config_errors(toy):
         build_train_loader(loader_cfg(INPUT__CUSTOM_AUG=""))
     with pytest.raises(PompConfigError, match="DATASET_RATIO must be non-negative"):
         build_train_loader(loader_cfg(DATALOADER__DATASET_RATIO=[0, 0]))
+
+
+# --- Detic's own configs -------------------------------------------------------------------------------------------
+
+def detic_recipe_cfg(config):
+    """Our config with the data, input and solver sections of one of Detic's config files (with its bases)."""
+    from detectron2.config import CfgNode
+    from detic_oracle import ORACLES
+
+    detic_module("detic.data.custom_dataset_mapper")
+    loaded = CfgNode.load_yaml_with_base(str(ORACLES / "configs" / config))
+    cfg = detic_cfg()
+    sections = {k: v for k, v in loaded.items() if k in ("DATALOADER", "INPUT", "SOLVER", "WITH_IMAGE_LABELS", "FP16")}
+    cfg.merge_from_other_cfg(CfgNode(dict(sections, DATASETS={"TRAIN": loaded["DATASETS"]["TRAIN"]})))
+    return cfg
+
+
+def describe(augmentations):
+    """Each augmentation's class name and settings, sequences as tuples."""
+    return [(type(a).__name__, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in vars(a).items()})
+            for a in augmentations.augs]
+
+
+@pytest.mark.parametrize("config, augmentations", [
+    ("Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.yaml", [((640, 640), (0.1, 2.0)), ((320, 320), (0.5, 1.5))]),
+    ("Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml", [((896, 896), (0.1, 2.0)), ((448, 448), (0.5, 1.5))]),
+    ("Detic_OVCOCO_CLIP_R50_1x_max-size.yaml", [((800, 800), 1333), ((400, 400), 667)]),
+])
+def test_detics_configs_give_detics_per_dataset_augmentations(config, augmentations):
+    cfg = detic_recipe_cfg(config)
+    cfg.IS_DEBUG, cfg.DATALOADER.USE_TAR_DATASET = False, False
+    cfg.DATALOADER.TARFILE_PATH = cfg.DATALOADER.TAR_INDEX_DIR = ""
+    ours = MultiDatasetMapper(cfg, True)
+    theirs = detic_module("detic.data.custom_dataset_mapper").CustomDatasetMapper(cfg, True)
+    for mapper, expected, detic_augs in zip(ours.mappers, augmentations, theirs.dataset_augs):
+        resize, flip = mapper.augmentations.augs
+        assert type(flip).__name__ == "RandomFlip" and describe(mapper.augmentations) == describe(detic_augs)
+        if "OVCOCO" in config:
+            assert (tuple(resize.short_edge_length), resize.max_size, resize.sample_style) == (*expected, "range")
+        else:
+            assert (resize.target_size, tuple(resize.scale)) == expected
+    assert build_test_mapper(cfg) is None  # Detic tests at MIN_SIZE_TEST / MAX_SIZE_TEST
+    assert ours.dataset_ann == ["box", "image"] and ours.with_ann_type

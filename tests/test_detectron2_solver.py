@@ -66,10 +66,11 @@ def test_parameter_groups_follow_detics_rules(optimizer):
     assert groups(built, model) == [(n, pytest.approx(lr(n)), 1e-4) for n in trainable]
 
 
-@pytest.mark.parametrize("optimizer", ["ADAMW", "SGD"])
-def test_optimizer_equals_detics_builder(optimizer):
+@pytest.mark.parametrize("optimizer, clip_type", [("ADAMW", "full_model"), ("SGD", "full_model"), ("ADAMW", "value")])
+def test_optimizer_equals_detics_builder(optimizer, clip_type):
+    """``value``: what Detic's configs use (CLIP_GRADIENTS.ENABLED with detectron2's default CLIP_TYPE)."""
     solver = detic_module("detic.custom_solver")
-    cfg = solver_cfg(OPTIMIZER=optimizer, MOMENTUM=0.9)
+    cfg = solver_cfg(OPTIMIZER=optimizer, MOMENTUM=0.9, **{"CLIP_GRADIENTS.CLIP_TYPE": clip_type})
     ours_model, theirs_model = tiny_model(), tiny_model()
     ours, theirs = build_optimizer(cfg, ours_model), solver.build_custom_optimizer(cfg, theirs_model)
     assert groups(ours, ours_model) == groups(theirs, theirs_model)
