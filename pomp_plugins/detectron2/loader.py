@@ -7,8 +7,8 @@ With ``DATALOADER.SAMPLER_TRAIN: MultiDatasetSampler`` (Detic's recipe for box +
   uniformly or, with ``USE_RFS[i]``, by LVIS repeat factors (category frequency for box datasets, ``pos_category_ids``
   frequency for image-labelled ones).
 - ``MultiDatasetMapper`` maps each image with its dataset's own augmentation (``USE_DIFF_BS_SIZE``:
-  ``EfficientDetResizeCrop(DATASET_INPUT_SIZE[i], DATASET_INPUT_SCALE[i])`` or ``ResizeShortestEdge(DATASET_MIN_SIZES[i],
-  DATASET_MAX_SIZES[i])``) and, with ``WITH_IMAGE_LABELS``, adds ``ann_type`` (``DATASET_ANN[i]``) and
+  ``EfficientDetResizeCrop(DATASET_INPUT_SIZE[i], DATASET_INPUT_SCALE[i])`` or
+  ``ResizeShortestEdge(DATASET_MIN_SIZES[i], DATASET_MAX_SIZES[i])``) and, with ``WITH_IMAGE_LABELS``, adds ``ann_type`` (``DATASET_ANN[i]``) and
   ``pos_category_ids`` (contiguous class indices) as Detic's ``CustomDatasetMapper`` does.
 - ``MultiDatasetBatches`` (``MULTI_DATASET_GROUPING``) fills one bucket per (dataset, landscape/portrait) and emits a
   bucket when it holds ``DATASET_BS[i]`` images (``USE_DIFF_BS_SIZE``) or ``IMS_PER_BATCH / world size``.
