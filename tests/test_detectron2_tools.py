@@ -94,10 +94,12 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
     # Detic's recipe: its loader (box and image-label batches), AdamW + full-model clipping, WarmupCosine, AMP.
     recipe = ("SOLVER.USE_CUSTOM_SOLVER", "True", "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "0.0002",
               "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
-              "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.AMP.ENABLED", "True", "SEED", "1")
+              "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.AMP.ENABLED", "True", "SEED", "1",
+              "SOLVER.MAX_ITER", "8", "SOLVER.TRAIN_ITER", "4")  # 4 iterations of an 8-iteration schedule
     assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path / "detic", *no_test, *recipe,
                                                       config="POMP-Tiny-CPU_image-labels.yaml")) == 0
     metrics = [json.loads(line) for line in (tmp_path / "detic" / "metrics.json").read_text().splitlines()]
+    assert max(m["iteration"] for m in metrics) == 3
     assert any("loss_image_label_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
     assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
     assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path, *no_test)) == 0
