@@ -356,3 +356,12 @@ def test_detics_configs_give_detics_per_dataset_augmentations(config, augmentati
             assert (resize.target_size, tuple(resize.scale)) == expected
     assert build_test_mapper(cfg) is None  # Detic tests at MIN_SIZE_TEST / MAX_SIZE_TEST
     assert ours.dataset_ann == ["box", "image"] and ours.with_ann_type
+
+
+def test_datasets_registered_elsewhere_follow_dataset_ann(toy):
+    """A dataset registered in detectron2's catalog by other code: its annotation type is DATASET_ANN's."""
+    if "test_external_labels" not in DatasetCatalog.list():
+        DatasetCatalog.register("test_external_labels", lambda: DatasetCatalog.get("test_toy_labels"))
+    batches = build_train_loader(loader_cfg(DATASETS__TRAIN=("test_toy_base", "test_external_labels")))
+    kinds = {batch[0]["ann_type"] for batch in itertools.islice(batches, 12)}
+    assert kinds == {"box", "image"}

@@ -28,7 +28,12 @@ import torch
 from centernet.data.custom_build_augmentation import build_custom_augmentation
 from centernet.data.custom_dataset_dataloader import MultiDatasetSampler
 from detectron2.config import CfgNode, configurable
-from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.build import build_batch_data_loader, worker_init_reset_seed
 from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import RepeatFactorTrainingSampler
@@ -270,27 +275,37 @@ def build_test_mapper(cfg: CfgNode) -> Optional[DatasetMapper]:
     return DatasetMapper(cfg, False, augmentations=augmentations)
 
 
+def annotation_types(cfg: CfgNode) -> list[str]:
+    """Each training dataset's annotation type: ``DATASET_ANN`` with ``WITH_IMAGE_LABELS`` (checked against the
+    formats of the datasets registered here), else all ``box``."""
+    names = list(cfg.DATASETS.TRAIN)
+    labelled = [n for n in names if image_label_dataset(n)]
+    if not cfg.WITH_IMAGE_LABELS:
+        if labelled:
+            raise PompConfigError(f"training on image-labelled datasets {labelled} needs WITH_IMAGE_LABELS True")
+        return ["box"] * len(names)
+    dataset_ann = _per_dataset(cfg, "DATASET_ANN", len(names))
+    known = [n for n in names if MetadataCatalog.get(n).get("pomp_format") is not None]
+    wrong = [n for n, ann in zip(names, dataset_ann) if n in known and (ann == "box") == (n in labelled)]
+    if wrong:
+        raise PompConfigError(f"DATALOADER.DATASET_ANN {dataset_ann} does not match the datasets {names}: "
+                              f"{wrong} hold {'image labels' if wrong[0] in labelled else 'boxes'}")
+    if dataset_ann[0] != "box":
+        raise PompConfigError(f"the first training dataset defines the classes and must hold boxes ({names})")
+    return dataset_ann
+
+
 def training_dataset_dicts(cfg: CfgNode) -> list[dict]:
     """The images of ``DATASETS.TRAIN`` in order, each with ``dataset_source``. Box datasets drop images without
     annotations when ``FILTER_EMPTY_ANNOTATIONS`` (image-labelled ones never do); image-labelled datasets must have
     the first dataset's classes (their ``pos_category_ids`` are indices into them)."""
     names = list(cfg.DATASETS.TRAIN)
-    labelled = [n for n in names if image_label_dataset(n)]
-    if labelled and not cfg.WITH_IMAGE_LABELS:
-        raise PompConfigError(f"training on image-labelled datasets {labelled} needs WITH_IMAGE_LABELS True")
-    if cfg.WITH_IMAGE_LABELS:
-        dataset_ann = _per_dataset(cfg, "DATASET_ANN", len(names))
-        wrong = [n for n, ann in zip(names, dataset_ann) if (ann == "box") == (n in labelled)]
-        if wrong:
-            raise PompConfigError(f"DATALOADER.DATASET_ANN {dataset_ann} does not match the datasets {names}: "
-                                  f"{wrong} hold {'image labels' if wrong[0] in labelled else 'boxes'}")
-        if labelled and names[0] in labelled:
-            raise PompConfigError(f"the first training dataset defines the classes and must hold boxes ({names})")
+    classes = class_metadata(names[0]).get("thing_classes")
     dicts = []
-    for source, name in enumerate(names):
-        is_box = name not in labelled
+    for source, (name, ann) in enumerate(zip(names, annotation_types(cfg))):
+        is_box = ann == "box"
         images = get_detection_dataset_dicts([name], filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and is_box)
-        if not is_box and class_metadata(name).thing_classes != class_metadata(names[0]).thing_classes:
+        if not is_box and class_metadata(name).get("thing_classes") not in (None, classes):
             raise PompConfigError(f"image-labelled dataset {name} has other classes than {names[0]}")
         dicts.extend(dict(d, dataset_source=source) for d in images)
     return dicts
@@ -300,13 +315,13 @@ def build_train_loader(cfg: CfgNode) -> Iterable[list[dict]]:
     """The training loader of ``cfg``, as Detic's ``train_net.py`` builds it: detectron2's for
     ``SAMPLER_TRAIN`` ``TrainingSampler`` / ``RepeatFactorTrainingSampler``, else Detic's multi-dataset loader
     (``MultiDatasetSampler``, with ``MULTI_DATASET_GROUPING`` batches of one dataset each)."""
-    dicts = training_dataset_dicts(cfg)
-    mapper = MultiDatasetMapper(cfg, True)
     sampler_name = cfg.DATALOADER.SAMPLER_TRAIN
     grouped = sampler_name == "MultiDatasetSampler" and cfg.DATALOADER.MULTI_DATASET_GROUPING
-    if any(image_label_dataset(n) for n in cfg.DATASETS.TRAIN) and not grouped:
+    if any(ann != "box" for ann in annotation_types(cfg)) and not grouped:
         raise PompConfigError("image-labelled training data needs DATALOADER.SAMPLER_TRAIN MultiDatasetSampler "
                               "and DATALOADER.MULTI_DATASET_GROUPING True (every batch from one dataset)")
+    mapper = MultiDatasetMapper(cfg, True)
+    dicts = training_dataset_dicts(cfg)
     if sampler_name in ("TrainingSampler", "RepeatFactorTrainingSampler"):
         return build_detection_train_loader(cfg, dataset=dicts, mapper=mapper)
     if sampler_name != "MultiDatasetSampler":
