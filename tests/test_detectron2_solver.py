@@ -165,3 +165,18 @@ def test_mixed_precision_steps_run_on_the_cpu(amp, fp16, dtype):
     assert trainer.grad_scaler.is_enabled() and not torch.equal(before, model.layer.weight)
     assert torch.isfinite(model.layer.weight).all()
     assert mixed_precision(solver_cfg()) is None
+
+
+def test_full_model_clipping_sees_unscaled_gradients_under_the_loss_scaler():
+    cfg = solver_cfg(OPTIMIZER="SGD", BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0, CUSTOM_MULTIPLIER=1.0, WEIGHT_DECAY=0.0)
+    cfg.FP16, cfg.MODEL.DEVICE = True, "cpu"
+    torch.manual_seed(0)
+    model = LossModel().train()
+    data = iter(lambda: [100 * torch.randn(4) for _ in range(2)], None)
+    trainer = MixedPrecisionTrainer(model, data, build_optimizer(cfg, model), **mixed_precision(cfg))
+    before = [p.detach().clone() for p in model.parameters()]
+    with EventStorage(0) as storage:
+        trainer.storage, trainer.iter = storage, 0
+        trainer.run_step()  # the loss is scaled by 65536: clipping before unscaling would step by 0.5 / 65536
+    step = torch.sqrt(sum((b - p.detach()).square().sum() for b, p in zip(before, model.parameters())))
+    assert step.item() == pytest.approx(0.5, rel=1e-4)
