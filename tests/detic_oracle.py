@@ -37,3 +37,12 @@ def detic_module(name: str) -> types.ModuleType:
         sys.path.append(str(ORACLES))
     _stub_clip_tokenizer()
     return importlib.import_module(name)
+
+
+def detic_config_sections(config: str, sections: tuple[str, ...]):
+    """The ``sections`` (top-level keys) of Detic's config file ``config`` with its bases, as a CfgNode to merge."""
+    from detectron2.config import CfgNode
+
+    detic_module("detic.config")
+    loaded = CfgNode.load_yaml_with_base(str(ORACLES / "configs" / config))
+    return CfgNode({k: v for k, v in loaded.items() if k in sections})

@@ -13,7 +13,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from detic_oracle import detic_module
+from detic_oracle import detic_config_sections, detic_module
 
 from pomp_plugins.detectron2 import add_pomp_config, build_train_loader, register_dataset
 from pomp_plugins.detectron2.config import PompConfigError
@@ -319,14 +319,9 @@ def test_loader_config_errors(toy):
 
 def detic_recipe_cfg(config):
     """Our config with the data, input and solver sections of one of Detic's config files (with its bases)."""
-    from detectron2.config import CfgNode
-    from detic_oracle import ORACLES
-
-    detic_module("detic.data.custom_dataset_mapper")
-    loaded = CfgNode.load_yaml_with_base(str(ORACLES / "configs" / config))
     cfg = detic_cfg()
-    sections = {k: v for k, v in loaded.items() if k in ("DATALOADER", "INPUT", "SOLVER", "WITH_IMAGE_LABELS", "FP16")}
-    cfg.merge_from_other_cfg(CfgNode(dict(sections, DATASETS={"TRAIN": loaded["DATASETS"]["TRAIN"]})))
+    cfg.merge_from_other_cfg(detic_config_sections(config, ("DATALOADER", "INPUT", "SOLVER", "WITH_IMAGE_LABELS")))
+    cfg.merge_from_list(["DATASETS.TRAIN", detic_config_sections(config, ("DATASETS",)).DATASETS.TRAIN])
     return cfg
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.solver import build_lr_scheduler
+from detectron2.solver import build_optimizer as build_detectron2_optimizer
 from detectron2.utils.events import EventStorage
-from detic_oracle import detic_module
+from detic_oracle import detic_config_sections, detic_module
 from torch import nn
 
 from pomp_plugins.detectron2 import add_pomp_config
@@ -83,6 +84,23 @@ def test_optimizer_equals_detics_builder(optimizer, clip_type):
             opt.step()
     for a, b in zip(ours_model.parameters(), theirs_model.parameters()):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("config", ["Base-C2_L_R5021k_640b64_4x.yaml", "Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml",
+                                    "Base_OVCOCO_C4_1x.yaml"])
+def test_detics_configs_give_detics_optimizer(config):
+    """Detic's train_net: its builder with USE_CUSTOM_SOLVER, detectron2's otherwise."""
+    solver = detic_module("detic.custom_solver")
+    cfg = get_cfg()
+    add_pomp_config(cfg)
+    cfg.merge_from_other_cfg(detic_config_sections(config, ("SOLVER",)))
+    ours_model, theirs_model = tiny_model(), tiny_model()
+    ours = build_optimizer(cfg, ours_model)
+    theirs = (solver.build_custom_optimizer if cfg.SOLVER.USE_CUSTOM_SOLVER else build_detectron2_optimizer)(
+        cfg, theirs_model)
+    assert type(ours).__mro__[1:] == type(theirs).__mro__[1:]
+    assert [{k: v for k, v in g.items() if k != "params"} for g in ours.param_groups] == \
+        [{k: v for k, v in g.items() if k != "params"} for g in theirs.param_groups]
 
 
 def test_full_model_clipping_bounds_the_global_gradient_norm():
