@@ -360,3 +360,28 @@ def test_datasets_registered_elsewhere_follow_dataset_ann(toy):
     batches = build_train_loader(loader_cfg(DATASETS__TRAIN=("test_toy_base", "test_external_labels")))
     kinds = {batch[0]["ann_type"] for batch in itertools.islice(batches, 12)}
     assert kinds == {"box", "image"}
+
+
+def test_whole_loader_equals_detics(toy):
+    """Detic's build_custom_train_loader (its sampler with the same seed, its mapper) gives the same batches."""
+    dataloader = detic_module("detic.data.custom_dataset_dataloader")
+    mapper_module = detic_module("detic.data.custom_dataset_mapper")
+    cfg = loader_cfg()
+    cfg.IS_DEBUG, cfg.DATALOADER.USE_TAR_DATASET = False, False
+    cfg.DATALOADER.TARFILE_PATH = cfg.DATALOADER.TAR_INDEX_DIR = ""
+    dicts = dataloader.get_detection_dataset_dicts_with_source(cfg.DATASETS.TRAIN, filter_empty=False)
+    sampler = dataloader.MultiDatasetSampler(dicts, dataset_ratio=[1, 2], use_rfs=[True, False],
+                                             dataset_ann=["box", "image"], repeat_threshold=0.3, seed=cfg.SEED)
+    theirs = dataloader.build_custom_train_loader(cfg, mapper=mapper_module.CustomDatasetMapper(cfg, True),
+                                                  sampler=sampler)
+    np.random.seed(0)
+    theirs = list(itertools.islice(theirs, 10))
+    np.random.seed(0)
+    ours = list(itertools.islice(build_train_loader(cfg), 10))
+    assert {x["ann_type"] for batch in ours for x in batch} == {"box", "image"}
+    for a, b in zip(ours, theirs):
+        assert [x["image_id"] for x in a] == [x["image_id"] for x in b]
+        assert [x["ann_type"] for x in a] == [x["ann_type"] for x in b]
+        for x, y in zip(a, b):
+            assert torch.equal(x["image"], y["image"]) and x["pos_category_ids"] == y["pos_category_ids"]
+            assert torch.equal(x["instances"].gt_boxes.tensor, y["instances"].gt_boxes.tensor)
