@@ -44,6 +44,7 @@ def tiny_cfg(toy_root, *opts, config="POMP-Tiny-CPU.yaml"):
     for entry in cfg.DATASETS.REGISTER.values():
         entry.JSON = str(toy_root / Path(entry.JSON).name)
         entry.IMAGE_ROOT = str(toy_root / "images")
+    cfg.MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH = str(toy_root / "train_cat_info.json")
     cfg.merge_from_list(list(opts))
     register_datasets_from_config(cfg)
     return cfg
@@ -71,7 +72,7 @@ def mapped(cfg, name, is_train, count):
       "MODEL.POMP.TEST_VOCABULARY", "coco"), PompConfigError, "has 80 classes but the box regression is class-"),
     (("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "MODEL.POMP.TEST_VOCABULARY", "cat,dog"), PompConfigError,
      "has 2 classes but the mask head is class-specific for 6"),
-    (("DATASETS.TRAIN", ("unregistered",)), PompConfigError, "USE_FED_LOSS needs class image counts"),
+    (("MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", "none.json"), FileNotFoundError, "CAT_FREQ_PATH"),
 ])
 def test_bad_input_fails_at_build_time(toy, opts, error, message):
     with pytest.raises(error, match=message):
@@ -162,7 +163,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch(toy, variant):
     model = build_model(cfg).train()
     boxes, labelled = mapped(cfg, "pomp_toy_train", True, 4), mapped(cfg, "pomp_toy_train", True, 6)[4:]
     for x in labelled:
-        x["image_labels"] = sorted({int(c) for c in x.pop("instances").gt_classes})
+        x.update(ann_type="image", pos_category_ids=sorted({int(c) for c in x.pop("instances").gt_classes}))
     batch = {"BoxSup": boxes, "Detic": boxes[:2] + labelled, "image labels only": labelled}[variant]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
     history = []
@@ -182,7 +183,8 @@ def test_ddp_needs_no_unused_parameter_search_whatever_a_batch_holds(toy, proces
     cfg = tiny_cfg(toy, "MODEL.POMP.WITH_IMAGE_LABELS", True)
     model = torch.nn.parallel.DistributedDataParallel(build_model(cfg).train(), broadcast_buffers=False)
     boxes = mapped(cfg, "pomp_toy_train", True, 2)
-    labelled = [{"image": x["image"], "height": x["height"], "width": x["width"], "image_labels": [1]} for x in boxes]
+    labelled = [{"image": x["image"], "height": x["height"], "width": x["width"], "ann_type": "image",
+                 "pos_category_ids": [1]} for x in boxes]
     with EventStorage():
         for batch in (labelled, boxes, labelled, boxes[:1] + labelled[1:], boxes):
             sum(model(batch).values()).backward()
@@ -195,7 +197,7 @@ def test_each_kind_of_batch_gets_its_own_losses(toy):
     torch.manual_seed(0)
     model = build_model(cfg).train()
     boxes = [x for x in mapped(cfg, "pomp_toy_train", True, 8) if x["image"].shape[1] < x["image"].shape[2]][:2]
-    labelled = [dict(x, image_labels=[3]) for x in boxes]
+    labelled = [dict(x, ann_type="image", pos_category_ids=[3]) for x in boxes]
     for x in labelled:
         del x["instances"]
     with EventStorage():

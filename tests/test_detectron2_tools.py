@@ -83,17 +83,25 @@ def toy_args(toy, output_dir, *extra, config="POMP-Tiny-CPU.yaml"):
     paths = [[f"DATASETS.REGISTER.{name}.JSON", str(toy / f"{split}.json"), f"DATASETS.REGISTER.{name}.IMAGE_ROOT",
               str(toy / "images")] for name, split in datasets.items()]
     return ["--config-file", str(ROOT / "detectron2_configs" / config), *extra, "OUTPUT_DIR", str(output_dir),
-            "TEST.DETECTIONS_PER_IMAGE", "20", *sum(paths, [])]
+            "TEST.DETECTIONS_PER_IMAGE", "20", "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", str(toy / "train_cat_info.json"),
+            *sum(paths, [])]
 
 
 @pytest.mark.slow
 def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys):
     train_net = load_tool("train_net")
     no_test = ("SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()")  # evaluated below
-    assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path / "detic", *no_test,
+    # Detic's recipe: its loader (box and image-label batches), AdamW + full-model clipping, WarmupCosine, AMP.
+    recipe = ("SOLVER.USE_CUSTOM_SOLVER", "True", "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "0.0002",
+              "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+              "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.AMP.ENABLED", "True", "SEED", "1",
+              "SOLVER.MAX_ITER", "8", "SOLVER.TRAIN_ITER", "4")  # 4 iterations of an 8-iteration schedule
+    assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path / "detic", *no_test, *recipe,
                                                       config="POMP-Tiny-CPU_image-labels.yaml")) == 0
     metrics = [json.loads(line) for line in (tmp_path / "detic" / "metrics.json").read_text().splitlines()]
+    assert max(m["iteration"] for m in metrics) == 3
     assert any("loss_image_label_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
+    assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
     assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path, *no_test)) == 0
     weights = tmp_path / "model_final.pth"
     assert weights.is_file()

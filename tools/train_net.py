@@ -12,13 +12,32 @@
 
 LVIS-format test sets are evaluated with detectron2's LVISEvaluator (AP, APr, APc, APf), COCO ones with its
 COCOEvaluator. Trailing ``KEY VALUE`` pairs override the config, as in every detectron2 tool.
+
+Training follows Detic's train_net.py: its multi-dataset loader (``DATALOADER.SAMPLER_TRAIN MultiDatasetSampler``),
+input pipeline (``INPUT.CUSTOM_AUG``, ``INPUT.TEST_INPUT_TYPE``), optimizer (``SOLVER.USE_CUSTOM_SOLVER``: SGD/ADAMW,
+``BACKBONE_MULTIPLIER``, full-model gradient clipping), detectron2's LR schedules, ``FP16`` (loss scaling; the model
+casts its backbone) or detectron2's ``SOLVER.AMP`` (the whole forward autocast, CUDA or CPU), ``FIND_UNUSED_PARAM``
+for DDP and ``SOLVER.TRAIN_ITER`` (stop early on the ``MAX_ITER`` schedule).
 """
+import logging
 import sys
+import weakref
 
 from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import (
+    DefaultTrainer,
+    SimpleTrainer,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    launch,
+)
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from pomp_plugins.detectron2 import (
     DATASET_FORMATS,
@@ -27,13 +46,37 @@ from pomp_plugins.detectron2 import (
     build_train_loader,
     check_test_classes,
     register_datasets_from_config,
-    without_federated_loss,
 )
 from pomp_plugins.detectron2.cli import run_tool
+from pomp_plugins.detectron2.loader import add_detic_data_config, build_test_mapper
+from pomp_plugins.detectron2.solver import MixedPrecisionTrainer, build_optimizer, mixed_precision
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's trainer with the POMP data loader (dataset ratios, image labels) and evaluators."""
+    """detectron2's trainer with Detic's data loader, optimizer and mixed precision, and the POMP evaluators."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=cfg.FIND_UNUSED_PARAM)
+        amp = mixed_precision(cfg)
+        self._trainer = (SimpleTrainer(model, data_loader, optimizer) if amp is None
+                         else MixedPrecisionTrainer(model, data_loader, optimizer, **amp))
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER if cfg.SOLVER.TRAIN_ITER < 0 else cfg.SOLVER.TRAIN_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -41,7 +84,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        loader = super().build_test_loader(cfg, dataset_name)
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
         check_test_classes(cfg, dataset_name)  # the loaded dataset now has its class list
         return loader
 
@@ -67,6 +110,7 @@ def parse_args(argv=None):
 def setup(args) -> CfgNode:
     cfg = get_cfg()
     add_pomp_config(cfg)
+    add_detic_data_config(cfg)
     if args.zoo_config:
         cfg.merge_from_file(model_zoo.get_config_file(args.zoo_config))
     if args.config_file:
@@ -85,7 +129,7 @@ def setup(args) -> CfgNode:
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = Trainer.build_model(without_federated_loss(cfg))
+        model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)

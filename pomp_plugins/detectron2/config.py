@@ -22,6 +22,9 @@ def without_federated_loss(cfg: CN) -> CN:
 
 def add_pomp_config(cfg: CN) -> None:
     """Declare every key of the plugin on ``cfg`` with its default."""
+    from .loader import add_detic_data_config
+
+    add_detic_data_config(cfg)
     _C = cfg
 
     _C.MODEL.POMP = CN()
@@ -72,6 +75,3 @@ def add_pomp_config(cfg: CN) -> None:
     #   NAME: {FORMAT: lvis | lvis-base | coco | image-labels, JSON: path/to/annotations.json, IMAGE_ROOT: dir}
     # lvis-base is LVIS with the rare classes' annotations (and their federated-loss weight) removed.
     _C.DATASETS.REGISTER = CN(new_allowed=True)
-    # Sampling ratio of each DATASETS.TRAIN entry, e.g. [1, 4] for boxes:image labels as in Detic; every batch
-    # then holds images of one dataset. [] = detectron2's standard loader over the concatenated datasets.
-    _C.DATALOADER.DATASET_RATIO = []

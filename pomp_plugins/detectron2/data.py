@@ -1,18 +1,23 @@
-"""Datasets from json files: LVIS (all classes or base), COCO, and Detic-style image labels.
+"""Datasets from json files: LVIS (all classes or base), COCO, and Detic-style image labels; class frequencies.
 
 Formats (``DATASETS.REGISTER`` entries, ``train_net.py --dataset``):
 
-- ``lvis``: an LVIS-format json (``images``, ``annotations`` with polygons, ``categories`` with ``frequency`` and
-  ``image_count``). An image's file is ``IMAGE_ROOT/<file_name>``, or ``IMAGE_ROOT/<split>/<name>`` taken from
-  its ``coco_url`` as in the official LVIS files. Evaluated with detectron2's ``LVISEvaluator``.
-- ``lvis-base``: the same without the annotations of rare (``frequency == "r"``) classes, whose federated-loss
-  weight is 0 too: the open-vocabulary "base" training set. All classes stay in the class list.
+- ``lvis``: an LVIS-format json (``images``, ``annotations`` with polygons, ``categories``). An image's file is
+  ``IMAGE_ROOT/<file_name>``, or ``IMAGE_ROOT/<split>/<name>`` taken from its ``coco_url`` as in the official LVIS
+  files. Evaluated with detectron2's ``LVISEvaluator``.
+- ``lvis-base``: the same without the annotations of rare (``frequency == "r"``) classes: the open-vocabulary "base"
+  training set (Detic's ``lvis_v1_train_norare``). All classes stay in the class list.
 - ``coco``: a COCO-format json, registered with detectron2's ``register_coco_instances``.
-- ``image-labels``: Detic's image-labelled data: ``images`` with ``file_name``, ``height``, ``width`` and
-  ``pos_category_ids`` (category ids of the box dataset trained with it), plus ``categories``.
+- ``image-labels``: Detic's image-labelled data (e.g. ``imagenet_lvis_image_info.json``): ``images`` with
+  ``file_name``, ``height``, ``width`` and ``pos_category_ids``, plus ``categories``. As in Detic's loader, the
+  dataset dicts hold ``pos_category_ids`` as contiguous class indices and no annotations (``annotations: []``).
 
-Class metadata (``thing_classes``, ``thing_dataset_id_to_contiguous_id``, ``class_image_count``) is read from the
-json when first needed (``class_metadata``), so registering a large training set costs nothing.
+Class metadata (``thing_classes``, ``thing_dataset_id_to_contiguous_id``) is read from the json when first needed
+(``class_metadata``), so registering a large training set costs nothing.
+
+Federated-loss class frequencies come from Detic's cat-info json (``MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH``): a list of
+``{"id", "image_count", ...}`` counted over the full training set (``write_cat_info``, ``python -m
+pomp_plugins.detectron2.cat_info``), read by ``load_class_freq``.
 """
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets import register_coco_instances
-from detectron2.data.detection_utils import get_fed_loss_cls_weights
 from detectron2.structures import BoxMode
 
 from .config import PompConfigError
@@ -59,25 +63,13 @@ def _rare_ids(data: dict, path: str) -> set[int]:
     return {c["id"] for c in data["categories"] if c["frequency"] == "r"}
 
 
-def _class_metadata(data: dict, path: str, remove_rare: bool = False) -> dict:
-    """Class names, the id -> contiguous index map and, for box datasets, each class's image count."""
+def _class_metadata(data: dict) -> dict:
+    """Class names and the id -> contiguous index map, classes sorted by id."""
     categories = sorted(data["categories"], key=lambda c: c["id"])
-    meta = {
+    return {
         "thing_classes": [c["name"] for c in categories],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
     }
-    if "annotations" in data:
-        if all("image_count" in c for c in categories):
-            counts = {c["id"]: c["image_count"] for c in categories}
-        else:  # e.g. COCO: count the images in which each class appears
-            images = defaultdict(set)
-            for a in data["annotations"]:
-                images[a["category_id"]].add(a["image_id"])
-            counts = {c["id"]: len(images[c["id"]]) for c in categories}
-        removed = _rare_ids(data, path) if remove_rare else set()
-        meta["class_image_count"] = [{"id": c["id"], "image_count": 0 if c["id"] in removed else counts[c["id"]]}
-                                     for c in categories]
-    return meta
 
 
 def _image_file(image_root: str, image: dict, path: str) -> str:
@@ -102,7 +94,7 @@ def load_lvis_format_json(json_file: str, image_root: str, dataset_name: Optiona
     boxes (for box-only data and ``MASK_ON: False``); those whose polygons are all invalid are skipped.
     """
     data = _read_json(json_file, ("images", "annotations", "categories"))
-    meta = _class_metadata(data, json_file, remove_rare)
+    meta = _class_metadata(data)
     _set_metadata(dataset_name, meta)
     id_map = meta["thing_dataset_id_to_contiguous_id"]
     removed = _rare_ids(data, json_file) if remove_rare else set()
@@ -137,18 +129,25 @@ def load_lvis_format_json(json_file: str, image_root: str, dataset_name: Optiona
 
 
 def load_image_labels_json(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> list[dict]:
-    """Dataset dicts of image-labelled images: ``pos_category_ids`` holds the image's category ids."""
+    """Dataset dicts of image-labelled images: ``pos_category_ids`` holds the image's labels as contiguous class
+    indices (the json's categories sorted by id), ``annotations`` is empty (Detic's ``custom_load_lvis_json``)."""
     data = _read_json(json_file, ("images", "categories"))
-    _set_metadata(dataset_name, _class_metadata(data, json_file))
+    meta = _class_metadata(data)
+    _set_metadata(dataset_name, meta)
+    id_map = meta["thing_dataset_id_to_contiguous_id"]
     records = []
     for image in sorted(data["images"], key=lambda i: i["id"]):
         missing = [k for k in ("file_name", "height", "width", "pos_category_ids") if k not in image]
         if missing:
             raise DatasetFormatError(f"{json_file}: image {image.get('id')} lacks {missing}; image-labels images "
                                      "need file_name, height, width and pos_category_ids")
+        unknown = [c for c in image["pos_category_ids"] if c not in id_map]
+        if unknown:
+            raise DatasetFormatError(f"{json_file}: image {image.get('id')} has pos_category_ids {unknown} that are "
+                                     "not among its categories")
         records.append({"file_name": os.path.join(image_root, image["file_name"]), "height": image["height"],
                         "width": image["width"], "image_id": image["id"],
-                        "pos_category_ids": list(image["pos_category_ids"])})
+                        "pos_category_ids": [id_map[c] for c in image["pos_category_ids"]], "annotations": []})
     return records
 
 
@@ -182,15 +181,10 @@ def register_datasets_from_config(cfg: CfgNode) -> list[str]:
 
 
 def class_metadata(name: str) -> Metadata:
-    """``name``'s metadata, with the class list (and a box dataset's class image counts) read in if not yet."""
+    """``name``'s metadata, with its class list read from its json if not yet."""
     meta = MetadataCatalog.get(name)
-    format = meta.get("pomp_format")
-    if format == "image-labels":
-        if meta.get("thing_classes") is None:
-            load_image_labels_json(meta.json_file, meta.image_root, name)
-    elif format is not None and meta.get("class_image_count") is None:
-        data = _read_json(meta.json_file, ("annotations", "categories"))
-        meta.set(**_class_metadata(data, meta.json_file, remove_rare=format == "lvis-base"))
+    if meta.get("pomp_format") is not None and meta.get("thing_classes") is None:
+        meta.set(**_class_metadata(_read_json(meta.json_file, ("categories",))))
     return meta
 
 
@@ -198,13 +192,43 @@ def image_label_dataset(name: str) -> bool:
     return MetadataCatalog.get(name).get("pomp_format") == "image-labels"
 
 
+def cat_info(data: dict) -> list[dict]:
+    """Detic's cat-info list of a box dataset's json (its ``tools/get_lvis_cat_info.py``): each category as in the
+    json, with ``image_count`` (images with at least one annotation of it) and ``instance_count`` counted from the
+    annotations."""
+    images, instances = defaultdict(set), defaultdict(int)
+    for a in data["annotations"]:
+        images[a["category_id"]].add(a["image_id"])
+        instances[a["category_id"]] += 1
+    return [dict(c, image_count=len(images[c["id"]]), instance_count=instances[c["id"]]) for c in data["categories"]]
+
+
+def write_cat_info(json_file: str, output: str) -> list[dict]:
+    """Write ``cat_info`` of an LVIS/COCO-format json to ``output`` (Detic's ``CAT_FREQ_PATH`` format)."""
+    info = cat_info(_read_json(json_file, ("annotations", "categories")))
+    with open(output, "w") as f:
+        json.dump(info, f)
+    return info
+
+
+def load_class_freq(path: str, power: float) -> torch.Tensor:
+    """Per-class weights ``[C]`` (float32) from a cat-info json: ``image_count ** power``, classes sorted by id
+    (Detic's ``load_class_freq``; ``power`` is ``FED_LOSS_FREQ_WEIGHT``)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class frequency file {path!r} (MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH) does not exist; "
+                                "write it from the training json with `python -m pomp_plugins.detectron2.cat_info "
+                                "TRAIN.json -o OUT.json`")
+    with open(path) as f:
+        info = json.load(f)
+    if not isinstance(info, list) or not all(isinstance(c, dict) and {"id", "image_count"} <= c.keys() for c in info):
+        raise DatasetFormatError(f"{path}: expected Detic's cat-info format, a json list of "
+                                 '{"id": ..., "image_count": ...} objects')
+    counts = torch.tensor([c["image_count"] for c in sorted(info, key=lambda c: c["id"])])
+    return counts.float() ** power
+
+
 def federated_loss_weights(cfg: CfgNode) -> torch.Tensor:
-    """Per-class sampling weights ``[C]`` of the federated loss: image count ** FED_LOSS_FREQ_WEIGHT_POWER over
-    the box-labelled training datasets (detectron2's ``get_fed_loss_cls_weights``)."""
-    names = [n for n in cfg.DATASETS.TRAIN if not image_label_dataset(n)]
-    with_counts = [n for n in names if class_metadata(n).get("class_image_count") is not None]
-    if not with_counts:
-        raise PompConfigError(f"MODEL.ROI_BOX_HEAD.USE_FED_LOSS needs class image counts of the training datasets "
-                              f"{list(cfg.DATASETS.TRAIN)}: register them (DATASETS.REGISTER) as lvis/lvis-base/"
-                              "coco, or set USE_FED_LOSS False (it only matters in training)")
-    return get_fed_loss_cls_weights(with_counts, cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER)
+    """The federated loss's class weights ``[C]`` of ``cfg``: ``load_class_freq(CAT_FREQ_PATH,
+    FED_LOSS_FREQ_WEIGHT)``."""
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    return load_class_freq(box_head.CAT_FREQ_PATH, box_head.FED_LOSS_FREQ_WEIGHT)

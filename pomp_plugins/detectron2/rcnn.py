@@ -21,7 +21,7 @@ def _subset(images: ImageList, features: dict[str, torch.Tensor], index: list[in
 @META_ARCH_REGISTRY.register()
 class PompRCNN(GeneralizedRCNN):
     """Inference is ``GeneralizedRCNN``'s. In training with ``MODEL.POMP.WITH_IMAGE_LABELS``, a batch may hold
-    box-annotated images (inputs with ``instances``) and image-labelled ones (inputs with ``image_labels``, a list
+    box-annotated images and image-labelled ones (Detic's inputs: ``ann_type`` "image", ``pos_category_ids`` a list
     of class indices): each kind gets its own losses, normalised over the images of that kind, and the result has
     the same keys whatever the batch holds (the losses a kind does not have are zeros that still reach every
     parameter, so DDP needs no ``find_unused_parameters``)."""
@@ -44,16 +44,12 @@ class PompRCNN(GeneralizedRCNN):
         return ret
 
     def forward(self, batched_inputs: list[dict]):
-        labelled = ["image_labels" in x for x in batched_inputs]
+        labelled = [x.get("ann_type", "box") != "box" for x in batched_inputs]
         if not self.training or not any(labelled):
             return super().forward(batched_inputs)
         if not self.with_image_labels:
             raise PompConfigError("a training batch holds image-labelled images but MODEL.POMP.WITH_IMAGE_LABELS "
                                   "is False")
-        unknown = [i for i, x in enumerate(batched_inputs) if ("instances" in x) == ("image_labels" in x)]
-        if unknown:
-            raise ValueError(f"training inputs {unknown} need exactly one of 'instances' (boxes) or "
-                             "'image_labels'")
 
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
@@ -79,7 +75,7 @@ class PompRCNN(GeneralizedRCNN):
                               gt_classes=torch.zeros(0, dtype=torch.long, device=self.device))
                     for size in images.image_sizes]
         proposals, proposal_losses = self.proposal_generator(images, features, no_boxes)
-        labels = [torch.as_tensor(batched_inputs[i]["image_labels"], dtype=torch.long, device=self.device)
+        labels = [torch.as_tensor(batched_inputs[i]["pos_category_ids"], dtype=torch.long, device=self.device)
                   for i in index]
         losses = self.roi_heads.image_label_losses(features, proposals, labels)
         losses.update({name: value * 0.0 for name, value in proposal_losses.items()})

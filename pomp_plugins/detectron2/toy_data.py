@@ -4,7 +4,8 @@ For the tests and the CPU config ``detectron2_configs/POMP-Tiny-CPU.yaml``::
 
     python -m pomp_plugins.detectron2.toy_data datasets/toy
 
-writes ``train.json`` (LVIS format), ``val.json`` (LVIS format) and ``image_labels.json`` beside an ``images/``
+writes ``train.json`` (LVIS format), ``val.json`` (LVIS format), ``image_labels.json`` and ``train_cat_info.json``
+(Detic's class-frequency file of ``train.json``, for ``MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH``) beside an ``images/``
 folder. Six classes, two per LVIS frequency group (r, c, f), with image counts, polygons and negative categories.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from .data import write_cat_info
 
 CLASSES = (  # (name, LVIS frequency, RGB)
     ("red square", "r", (220, 30, 30)),
@@ -94,12 +97,15 @@ def write_toy_lvis(root: str | Path, split: str, num_images: int, seed: int = 0,
 
 
 def write_toy_dataset(root: str | Path, train_images: int = 12, val_images: int = 6) -> dict[str, Path]:
-    """The three json files the tiny config reads: train (LVIS), val (LVIS), image_labels."""
-    return {
+    """The json files the tiny configs read: train (LVIS), val (LVIS), image_labels, train_cat_info."""
+    paths = {
         "train": write_toy_lvis(root, "train", train_images, seed=0),
         "val": write_toy_lvis(root, "val", val_images, seed=1),
         "image_labels": write_toy_lvis(root, "image_labels", train_images, seed=2, image_labels=True),
+        "train_cat_info": Path(root) / "train_cat_info.json",
     }
+    write_cat_info(str(paths["train"]), str(paths["train_cat_info"]))
+    return paths
 
 
 if __name__ == "__main__":

