@@ -51,8 +51,10 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
 def check_test_classes(cfg: CfgNode, dataset_name: str) -> None:
     """Raise ``PompConfigError`` unless the inference vocabulary has as many classes as the (loaded) dataset."""
     classes = MetadataCatalog.get(dataset_name).get("thing_classes")
-    expected = config_num_classes(cfg, test=True)
+    index = list(cfg.DATASETS.TEST).index(dataset_name) if dataset_name in cfg.DATASETS.TEST else None
+    expected = config_num_classes(cfg, test=True, dataset_index=index)
     if classes is not None and len(classes) != expected:
         raise PompConfigError(f"dataset {dataset_name!r} has {len(classes)} classes but the inference vocabulary "
-                              f"has {expected}; set MODEL.POMP.TEST_VOCABULARY to the dataset's classes (in its "
-                              "order), e.g. train_net.py --test-vocabulary coco")
+                              f"has {expected}; set MODEL.POMP.TEST_VOCABULARY (or, per test set with MODEL.RESET_CLS_TESTS, "
+                              "MODEL.POMP.TEST_VOCABULARIES) to the dataset's classes in its order, e.g. "
+                              "train_net.py --test-vocabulary coco")
