@@ -21,15 +21,26 @@ DETIC_NAMES = {
 }
 
 
+#: detectron2's ROI heads -> the same kind with Detic's box predictor (with ``USE_ZEROSHOT_CLS``).
+STOCK_ROI_HEADS = {
+    "StandardROIHeads": "PompStandardROIHeads",
+    "CascadeROIHeads": "PompCascadeROIHeads",
+    "Res5ROIHeads": "PompRes5ROIHeads",
+}
+
+
 class PompConfigError(ValueError):
     """A config that cannot build a working model: it names the keys involved and what they must be."""
 
 
 def use_pomp_names(cfg: CN) -> CN:
-    """``cfg`` (a Detic config, merged) with Detic's registered meta-architecture, ROI heads and backbone names
-    replaced by this plugin's equivalents (``DETIC_NAMES``); a copy, ``cfg`` is left as it is."""
+    """``cfg`` (merged) with Detic's registered meta-architecture, ROI heads and backbone names replaced by this
+    plugin's equivalents (``DETIC_NAMES``), and with ``USE_ZEROSHOT_CLS`` detectron2's stock ROI heads by the same kind
+    with Detic's box predictor (``STOCK_ROI_HEADS``); a copy, ``cfg`` is left as it is."""
     cfg = cfg.clone()
     cfg.defrost()
+    if cfg.MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS:  # a stock model with the zero-shot classifier keeps its heads' kind
+        cfg.MODEL.ROI_HEADS.NAME = STOCK_ROI_HEADS.get(cfg.MODEL.ROI_HEADS.NAME, cfg.MODEL.ROI_HEADS.NAME)
     for node, key in ((cfg.MODEL, "META_ARCHITECTURE"), (cfg.MODEL.ROI_HEADS, "NAME"), (cfg.MODEL.BACKBONE, "NAME")):
         node[key] = DETIC_NAMES.get(node[key], node[key])
     return cfg

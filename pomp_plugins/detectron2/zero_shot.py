@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-logger = logging.getLogger(__name__)
+# A child of detectron2's logger, so that its handlers (set up by detectron2's tools) show this plugin's messages.
+logger = logging.getLogger("detectron2.pomp_plugins")
 
 
 def zs_weight_matrix(class_embeddings: torch.Tensor, norm_weight: bool = True) -> torch.Tensor:

