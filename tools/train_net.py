@@ -27,7 +27,8 @@ from pomp_plugins.detectron2 import (
     build_train_loader,
     check_test_classes,
     register_datasets_from_config,
-    without_federated_loss,
+    set_test_classifier,
+    use_pomp_names,
 )
 from pomp_plugins.detectron2.cli import run_tool
 
@@ -48,6 +49,25 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's test, one test set at a time, each with its own classifier under ``MODEL.RESET_CLS_TESTS``
+        (Detic's cross-dataset evaluation); the training classifier is restored afterwards."""
+        if not cfg.MODEL.RESET_CLS_TESTS:
+            return super().test(cfg, model, evaluators)
+        results = {}
+        for index, name in enumerate(cfg.DATASETS.TEST):
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            one.MODEL.POMP.TEST_VOCABULARIES = cfg.MODEL.POMP.TEST_VOCABULARIES[index:index + 1]
+            one.MODEL.TEST_CLASSIFIERS = cfg.MODEL.TEST_CLASSIFIERS[index:index + 1]
+            one.MODEL.TEST_NUM_CLASSES = cfg.MODEL.TEST_NUM_CLASSES[index:index + 1]
+            set_test_classifier(model, one, 0)
+            results.update(super().test(one, model, evaluators[index:index + 1] if evaluators else None))
+        set_test_classifier(model, cfg, None)
+        return results
 
 
 def parse_args(argv=None):
@@ -72,6 +92,7 @@ def setup(args) -> CfgNode:
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    cfg = use_pomp_names(cfg)  # Detic's registered names (and stock ROI heads with USE_ZEROSHOT_CLS) -> ours
     for name, format, json_file, image_root in args.dataset:
         cfg.DATASETS.REGISTER[name] = CfgNode({"FORMAT": format, "JSON": json_file, "IMAGE_ROOT": image_root})
     if args.test_vocabulary is not None:
@@ -85,7 +106,7 @@ def setup(args) -> CfgNode:
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = Trainer.build_model(without_federated_loss(cfg))
+        model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)

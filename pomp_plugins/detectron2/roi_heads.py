@@ -22,7 +22,7 @@ from torch import nn
 
 from .config import PompConfigError
 from .fast_rcnn import ZeroShotFastRCNNOutputLayers
-from .vocabulary import config_class_embeddings
+from .vocabulary import config_class_embeddings, config_test_embeddings
 
 
 def _without_fed_loss(cfg):
@@ -55,6 +55,8 @@ class ZeroShotROIHeadsMixin:
         self.mult_proposal_score = box.MULT_PROPOSAL_SCORE
         self.mask_weight = cfg.MODEL.ROI_HEADS.MASK_WEIGHT
         self.one_class_per_proposal = cfg.MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL
+        if box.USE_ZEROSHOT_CLS and cfg.MODEL.POMP.TEST_VOCABULARY:
+            self.set_test_class_embeddings(config_test_embeddings(cfg))
 
     @property
     def box_predictors(self) -> list[ZeroShotFastRCNNOutputLayers]:

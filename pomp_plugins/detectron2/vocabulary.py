@@ -148,9 +148,10 @@ def config_num_classes(cfg: CfgNode, test: bool = False, dataset_index: Optional
     return cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
-def set_test_classifier(model: nn.Module, cfg: CfgNode, dataset_index: int) -> None:
+def set_test_classifier(model: nn.Module, cfg: CfgNode, dataset_index: Optional[int]) -> None:
     """Before evaluating ``DATASETS.TEST[dataset_index]``: give ``model`` that test set's classifier
-    (``config_test_embeddings``), or the training one when ``cfg`` names none (Detic's ``reset_cls_test``)."""
+    (``config_test_embeddings``), or the training one when ``cfg`` names none (Detic's ``reset_cls_test``);
+    ``dataset_index`` ``None``: the classifier of ``MODEL.POMP.TEST_VOCABULARY`` (or the training one)."""
     zero_shot_roi_heads(model).set_test_class_embeddings(config_test_embeddings(cfg, dataset_index))
 
 

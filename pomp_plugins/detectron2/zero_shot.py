@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pomp_plugins.prompt import EmbeddingFileError
+
 # A child of detectron2's logger, so that its handlers (set up by detectron2's tools) show this plugin's messages.
 logger = logging.getLogger("detectron2.pomp_plugins")
 
@@ -65,7 +67,8 @@ class ZeroShotBoxClassifier(nn.Module):
             self.zs_weight = nn.Parameter(zs_weight_matrix(torch.randn(num_classes, dim) * 0.01, norm_weight))
         else:
             if class_embeddings.shape[1] != dim:
-                raise ValueError(f"class embeddings are {class_embeddings.shape[1]}-d, the classifier expects {dim}")
+                raise EmbeddingFileError(f"class embeddings are {class_embeddings.shape[1]}-d, the classifier expects "
+                                         f"{dim}")
             self.register_buffer("zs_weight", zs_weight_matrix(class_embeddings, norm_weight))
         self.register_buffer("test_zs_weight", None, persistent=False)
         self._register_load_state_dict_pre_hook(self._keep_configured_classifier)
@@ -89,7 +92,8 @@ class ZeroShotBoxClassifier(nn.Module):
             self.test_zs_weight = None
             return
         if class_embeddings.shape[1] != self.dim:
-            raise ValueError(f"test class embeddings are {class_embeddings.shape[1]}-d, the classifier's {self.dim}")
+            raise EmbeddingFileError(f"test class embeddings are {class_embeddings.shape[1]}-d, the classifier's "
+                                     f"{self.dim}")
         self.test_zs_weight = zs_weight_matrix(class_embeddings, self.norm_weight).to(self.zs_weight.device)
 
     def forward(self, x: torch.Tensor, classifier: Optional[torch.Tensor] = None) -> torch.Tensor:
