@@ -89,13 +89,20 @@ def image_labelled(box_inputs):
     (("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 512), EmbeddingFileError, "gives 64-d text embeddings.*dimension 512"),
     (("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "MODEL.POMP.TEST_VOCABULARY", "cat,dog"), PompConfigError,
      "has 2 classes but the mask head is class-specific for 6"),
-    (("MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", "missing.json"), FileNotFoundError, "CAT_FREQ_PATH 'missing.json' does not"),
     (("MODEL.ROI_BOX_HEAD.IMAGE_LABEL_LOSS", "wsddn"), PompConfigError, "IMAGE_LABEL_LOSS"),
     (("MODEL.WITH_CAPTION", True), PompConfigError, "MODEL.WITH_CAPTION"),
 ])
 def test_bad_input_fails_at_build_time(toy, opts, error, message):
     with pytest.raises(error, match=message):
         build_model(tiny_cfg(toy, *opts))
+
+
+def test_training_without_class_frequencies_fails_clearly(toy):
+    """Inference needs no CAT_FREQ_PATH (a checkpoint brings the weights); the federated loss does."""
+    cfg = tiny_cfg(toy, "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", "missing.json")
+    model = build_model(cfg).train()
+    with EventStorage(), pytest.raises(PompConfigError, match="set MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH"):
+        model(mapped(cfg, "pomp_toy_train", True, 2))
 
 
 def test_vocabulary_swap_through_ddp_keeps_common_class_predictions(toy, process_group):

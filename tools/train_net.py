@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train and evaluate POMP open-vocabulary detectors with detectron2.
 
-    python tools/train_net.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml --num-gpus 8
-    python tools/train_net.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml --eval-only \\
-        MODEL.WEIGHTS output/pomp/BoxSup-POMP_LVIS-base_R50-FPN_1x/model_final.pth
+    python tools/train_net.py --config-file detectron2_configs/BoxSup-C2_Lbase_POMP_R5021k_640b64_4x.yaml --num-gpus 8
+    python tools/train_net.py --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
+        --eval-only MODEL.WEIGHTS models/Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.pth  # a Detic checkpoint
     python tools/train_net.py --config-file ... --eval-only --test-vocabulary coco \\
         --dataset coco_val coco datasets/coco/annotations/instances_val2017.json datasets/coco/val2017 \\
         DATASETS.TEST '("coco_val",)' MODEL.WEIGHTS model_final.pth

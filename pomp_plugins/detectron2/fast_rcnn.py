@@ -30,7 +30,7 @@ from .config import PompConfigError
 from .vocabulary import config_class_embeddings
 from .zero_shot import ZeroShotBoxClassifier
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("detectron2.pomp_plugins")  # shown by detectron2's tools
 
 
 def load_class_freq(path: str, power: float) -> torch.Tensor:
@@ -140,7 +140,12 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             prior_prob=box.PRIOR_PROB,
         )
         if box.USE_FED_LOSS or box.IGNORE_ZERO_CATS:
-            ret["freq_weight"] = load_class_freq(box.CAT_FREQ_PATH, box.FED_LOSS_FREQ_WEIGHT)
+            if os.path.isfile(box.CAT_FREQ_PATH):
+                ret["freq_weight"] = load_class_freq(box.CAT_FREQ_PATH, box.FED_LOSS_FREQ_WEIGHT)
+            else:  # inference needs no weights (a checkpoint brings Detic's); training raises in the loss
+                logger.warning(f"MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH {box.CAT_FREQ_PATH!r} does not exist: the "
+                               "federated-loss weights are zeros until a checkpoint brings them")
+                ret["freq_weight"] = torch.zeros(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         if box.USE_ZEROSHOT_CLS:
             if class_embeddings is None:
                 class_embeddings = config_class_embeddings(cfg)
@@ -183,10 +188,13 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
         return {"loss_cls": loss_cls,
                 "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes)}
 
-    def _fed_loss_classes(self, gt_classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    def _check_freq_weight(self) -> None:
         if float(self.freq_weight.sum()) <= 0:
             raise PompConfigError("the federated-loss weights (freq_weight) are all zero: set "
                                   "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH to the training set's cat-info json")
+
+    def _fed_loss_classes(self, gt_classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+        self._check_freq_weight()
         return fed_loss_classes(gt_classes, self.fed_loss_num_cat, num_classes, self.freq_weight)
 
     def sigmoid_cross_entropy_loss(self, pred_class_logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
@@ -202,6 +210,7 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             mask[self._fed_loss_classes(gt_classes, num_classes)] = 1
             weight = weight * mask[:num_classes]
         if self.ignore_zero_cats:
+            self._check_freq_weight()
             weight = weight * (self.freq_weight.view(1, -1) > 1e-4).float()
         loss = F.binary_cross_entropy_with_logits(pred_class_logits[:, :-1], target, reduction="none")
         return torch.sum(loss * weight) / num_boxes
@@ -211,6 +220,7 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             return pred_class_logits.new_zeros([1])[0]
         weight = None
         if self.ignore_zero_cats:
+            self._check_freq_weight()
             weight = torch.cat([(self.freq_weight.view(-1) > 1e-4).float(), self.freq_weight.new_ones(1)])
         elif self.use_fed_loss:
             num_classes = pred_class_logits.shape[1] - 1
