@@ -246,3 +246,57 @@ def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_pa
     assert torch.equal(ours.roi_heads.box_predictor.cls_score.linear.weight,
                        state["roi_heads.box_predictor.cls_score.linear.weight"])
     assert any("keeping the configured classifier" in m for m in messages)
+
+
+def test_open_vocabulary_coco_split_and_ap50_are_detics():
+    """The 48/17 split and the seen/unseen AP50 of Detic's CustomCOCOEvaluator, on made-up COCOeval precisions."""
+    _oracle()
+    zeroshot = importlib.import_module("detic.data.datasets.coco_zeroshot")
+    detic_eval = importlib.import_module("detic.evaluation.custom_coco_eval")
+    from pomp_plugins.detectron2.evaluation import OV_COCO_SEEN, OV_COCO_UNSEEN, OpenVocabularyCOCOEvaluator
+
+    assert set(OV_COCO_SEEN) == {c["name"] for c in zeroshot.categories_seen}
+    assert set(OV_COCO_UNSEEN) == {c["name"] for c in zeroshot.categories_unseen}
+    names = [c["name"] for c in importlib.import_module("detectron2.data.datasets.builtin_meta").COCO_CATEGORIES
+             if c["isthing"]]
+    rng = np.random.default_rng(0)
+    coco_eval = types.SimpleNamespace(stats=rng.random(12), eval={"precision": rng.random((10, 101, 80, 4, 3))})
+    coco_eval.eval["precision"][0, :, 5] = -1  # a class without ground truth
+    results = {}
+    for cls in (detic_eval.CustomCOCOEvaluator, OpenVocabularyCOCOEvaluator):
+        evaluator = object.__new__(cls)
+        evaluator._logger = logging.getLogger("test")
+        results[cls] = evaluator._derive_coco_results(coco_eval, "bbox", class_names=names)
+    for key in ("AP", "AP50", "AP50-seen", "AP50-unseen"):
+        ours, detic = results[OpenVocabularyCOCOEvaluator][key], results[detic_eval.CustomCOCOEvaluator][key]
+        assert ours == pytest.approx(detic, nan_ok=True), key
+
+
+@pytest.mark.slow
+def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, tmp_path, monkeypatch):
+    """tools/train_net.py --eval-only on a Detic-mirroring config with a Detic .pth: nothing missing, unexpected or
+    mis-shaped, and the predictions use the configured (POMP, here the tiny random CLIP's) classifier."""
+    from pomp_plugins.detectron2.toy_data import NAMES, write_toy_dataset
+
+    np.save(tmp_path / "detic_coco_64.npy", np.random.default_rng(1).standard_normal((80, 64)).astype(np.float16))
+    oracle = detic_model(metadata, "BoxSup_OVCOCO_CLIP_R50_1x", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+                         str(tmp_path / "detic_coco_64.npy"), "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
+    torch.save({"model": oracle.state_dict()}, tmp_path / "detic.pth")
+    write_toy_dataset(tmp_path / "toy", train_images=2, val_images=3)
+    reports = []
+    monkeypatch.setattr(DetectionCheckpointer, "_log_incompatible_keys", lambda self, keys: reports.append(keys))
+    spec = importlib.util.spec_from_file_location("train_net", CONFIGS.parent / "tools" / "train_net.py")
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    _, cat_info = _files(metadata, "OVCOCO")
+    args = ["--eval-only", "--config-file", str(CONFIGS / "BoxSup_OVCOCO_POMP_R50_1x.yaml"),
+            "--dataset", "toy_coco", "coco", str(tmp_path / "toy" / "val.json"), str(tmp_path / "toy" / "images"),
+            "--test-vocabulary", ",".join(NAMES),
+            "MODEL.WEIGHTS", str(tmp_path / "detic.pth"), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
+            "DATASETS.TEST", "('toy_coco',)", "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info,
+            "MODEL.POMP.CLIP_MODEL", "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.PROMPT", "",
+            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128]
+    results = train_net.main(train_net.parse_args([str(a) for a in args]))
+    (incompatible,) = reports
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    assert np.isfinite(results["bbox"]["AP"])
