@@ -191,26 +191,19 @@ def test_same_detections(pair):
             assert (a.pred_masks != e.pred_masks).float().mean() < 1e-3
 
 
-def test_same_box_losses(pair):
-    oracle, ours, _ = pair
-    num_classes = ours.roi_heads.num_classes
-    inputs = [_box_input(3, num_classes), _box_input(4, num_classes)]
-    expected, actual = _losses(oracle, inputs), _losses(ours, inputs)
-    assert actual.keys() == expected.keys()
-    for name, value in expected.items():
-        assert actual[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
-
-
-def test_same_image_label_losses(pair):
+def test_same_losses(pair):
+    """Every loss of a box batch and, for the configs trained on image labels, of an image-label batch."""
     oracle, ours, image_labels = pair
-    if not image_labels:
-        pytest.skip("this config does not train on image labels")
-    inputs = [_image_label_input(5, [3, 7]), _image_label_input(6, [11])]
-    expected, actual = _losses(oracle, inputs), _losses(ours, inputs)
-    assert actual.keys() == expected.keys()
-    assert any(v > 0 for k, v in expected.items() if k.startswith("image_loss"))
-    for name, value in expected.items():
-        assert actual[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    num_classes = ours.roi_heads.num_classes
+    batches = {"loss_cls": [_box_input(3, num_classes), _box_input(4, num_classes)]}  # -> the loss that must be > 0
+    if image_labels:
+        batches["image_loss"] = [_image_label_input(5, [3, 7]), _image_label_input(6, [11])]
+    for positive, inputs in batches.items():
+        expected, actual = _losses(oracle, inputs), _losses(ours, inputs)
+        assert actual.keys() == expected.keys()
+        assert all(v > 0 for k, v in expected.items() if k.startswith(positive))
+        for name, value in expected.items():
+            assert actual[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
 
 
 def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_path, monkeypatch):

@@ -91,6 +91,6 @@ def check_test_classes(cfg: CfgNode, dataset_name: str) -> None:
     expected = config_num_classes(cfg, test=True, dataset_index=index)
     if classes is not None and len(classes) != expected:
         raise PompConfigError(f"dataset {dataset_name!r} has {len(classes)} classes but the inference vocabulary "
-                              f"has {expected}; set MODEL.POMP.TEST_VOCABULARY (or, per test set with MODEL.RESET_CLS_TESTS, "
-                              "MODEL.POMP.TEST_VOCABULARIES) to the dataset's classes in its order, e.g. "
-                              "train_net.py --test-vocabulary coco")
+                              f"has {expected}; set MODEL.POMP.TEST_VOCABULARY (or, per test set with "
+                              "MODEL.RESET_CLS_TESTS, MODEL.POMP.TEST_VOCABULARIES) to the dataset's classes in its "
+                              "order, e.g. train_net.py --test-vocabulary coco")

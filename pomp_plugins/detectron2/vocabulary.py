@@ -1,7 +1,8 @@
 """Which classes a detector knows: vocabularies from config strings, their embeddings, and the test-time swap.
 
 A vocabulary string (``MODEL.POMP.VOCABULARY`` / ``TEST_VOCABULARY``, the tools' options) is one of: a named
-vocabulary of the core (``lvis``, ``coco``, ...) or ``objects365``, a names file (``.txt``/``.json``), or comma-separated names.
+vocabulary of the core (``lvis``, ``coco``, ...) or ``objects365``, a names file (``.txt``/``.json``), or
+comma-separated names.
 """
 from __future__ import annotations
 
