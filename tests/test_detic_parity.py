@@ -26,7 +26,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
-from pomp_plugins.detectron2 import add_pomp_config
+from pomp_plugins.detectron2 import PompConfigError, add_pomp_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "detectron2_configs"
 ORACLES = Path(os.environ.get("POMP_TEST_ORACLES", Path(sys.prefix) / "test-oracles"))
@@ -288,8 +288,20 @@ def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, t
             "MODEL.WEIGHTS", str(tmp_path / "detic.pth"), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
             "DATASETS.TEST", "('toy_coco',)", "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info,
             "MODEL.POMP.CLIP_MODEL", "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.PROMPT", "",
-            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128]
+            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
+            "MODEL.RPN.POST_NMS_TOPK_TEST", 50, "TEST.DETECTIONS_PER_IMAGE", 20]
     results = train_net.main(train_net.parse_args([str(a) for a in args]))
     (incompatible,) = reports
     assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
     assert np.isfinite(results["bbox"]["AP"])
+
+    # Cross-dataset evaluation: one classifier per test set (MODEL.RESET_CLS_TESTS), each checked against its set
+    toy_set = [str(tmp_path / "toy" / "val.json"), str(tmp_path / "toy" / "images")]
+    cross = args[:args.index("--test-vocabulary")] + ["--dataset", "toy_coco_2", "coco", *toy_set] + \
+        args[args.index("MODEL.WEIGHTS"):] + ["DATASETS.TEST", "('toy_coco', 'toy_coco_2')", "MODEL.RESET_CLS_TESTS",
+                                               True, "MODEL.POMP.TEST_VOCABULARIES", [",".join(NAMES), "x,y"]]
+    with pytest.raises(PompConfigError, match="'toy_coco_2' has 6 classes but the inference vocabulary has 2"):
+        train_net.main(train_net.parse_args([str(a) for a in cross]))
+    cross[-1] = [",".join(NAMES), ",".join(reversed(NAMES))]
+    results = train_net.main(train_net.parse_args([str(a) for a in cross]))
+    assert set(results) == {"toy_coco", "toy_coco_2"} and all(np.isfinite(r["bbox"]["AP"]) for r in results.values())

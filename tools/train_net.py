@@ -65,9 +65,9 @@ class Trainer(DefaultTrainer):
             one.MODEL.TEST_CLASSIFIERS = cfg.MODEL.TEST_CLASSIFIERS[index:index + 1]
             one.MODEL.TEST_NUM_CLASSES = cfg.MODEL.TEST_NUM_CLASSES[index:index + 1]
             set_test_classifier(model, one, 0)
-            results.update(super().test(one, model, evaluators[index:index + 1] if evaluators else None))
+            results[name] = super().test(one, model, evaluators[index:index + 1] if evaluators else None)
         set_test_classifier(model, cfg, None)
-        return results
+        return results if len(results) > 1 else next(iter(results.values()))
 
 
 def parse_args(argv=None):
