@@ -162,11 +162,19 @@ def _image_label_input(seed: int, labels: list[int]) -> dict:
     return {**_image(seed), "instances": instances, "ann_type": "image", "pos_category_ids": labels}
 
 
-def _losses(model, inputs, seed=0):
+def _losses(model, inputs, seed=0, backward=False):
+    """The losses of one training step; with ``backward``, also check that every trainable parameter gets a
+    gradient (DDP then needs no ``find_unused_parameters``; Detic's does)."""
     model.train()
+    model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     with EventStorage():
-        return {k: float(v.detach()) for k, v in model(inputs).items()}
+        losses = model(inputs)
+    if backward:
+        sum(losses.values()).backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused, unused[:5]
+    return {k: float(v.detach()) for k, v in losses.items()}
 
 
 def test_same_state_dict_keys_and_shapes(pair):
@@ -199,7 +207,7 @@ def test_same_losses(pair):
     if image_labels:
         batches["image_loss"] = [_image_label_input(5, [3, 7]), _image_label_input(6, [11])]
     for positive, inputs in batches.items():
-        expected, actual = _losses(oracle, inputs), _losses(ours, inputs)
+        expected, actual = _losses(oracle, inputs), _losses(ours, inputs, backward=True)
         assert actual.keys() == expected.keys()
         assert all(v > 0 for k, v in expected.items() if k.startswith(positive))
         for name, value in expected.items():

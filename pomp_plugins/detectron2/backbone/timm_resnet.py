@@ -34,6 +34,9 @@ class TimmResNet(Backbone):
         if base_name not in RESNETS:
             raise PompConfigError(f"MODEL.TIMM.BASE_NAME {base_name!r}: only {sorted(RESNETS)} are implemented")
         self.base = ResNet(**RESNETS[base_name])
+        # The ImageNet classifier is in Detic's checkpoints (so it stays) but never used: frozen, so that DDP
+        # needs no find_unused_parameters and no optimizer step touches it.
+        self.base.fc.requires_grad_(False)
         self.out_levels = tuple(out_levels)
         self._out_features = [f"layer{level}" for level in out_levels]
         self._out_feature_channels = {f"layer{level}": _CHANNELS[level] for level in out_levels}
