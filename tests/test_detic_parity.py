@@ -109,6 +109,10 @@ def detic_model(metadata, config, *opts):
     npy, cat_info = _files(metadata, config)
     cfg.merge_from_list(SMALL + ["MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", npy,
                                  "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info, *opts])
+    if "OVCOCO" not in config:
+        # Detic's cascade builds detectron2's stock predictors first, which read the class counts of
+        # DATASETS.TRAIN's metadata; other tests may have re-registered Detic's dataset names without them.
+        cfg.DATASETS.TRAIN = ("lvis_v1_train",)  # detectron2's builtin, with LVIS's class counts
     model = build_model(cfg)
     with torch.no_grad():  # a random ResNet with unit frozen norms blows activations up to no valid proposal
         for module in model.modules():
