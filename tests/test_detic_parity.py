@@ -187,12 +187,21 @@ def test_same_state_dict_keys_and_shapes(pair):
         {k: tuple(v.shape) for k, v in oracle.state_dict().items()}
 
 
-def test_same_detections(pair):
+@pytest.mark.parametrize("one_class_per_proposal", [False, True])
+def test_same_detections(pair, one_class_per_proposal):
     oracle, ours, _ = pair
+    if one_class_per_proposal:
+        if not hasattr(oracle.roi_heads, "one_class_per_proposal"):
+            pytest.skip("Detic's C4 heads have no ONE_CLASS_PER_PROPOSAL")
+        oracle.roi_heads.one_class_per_proposal = ours.roi_heads.one_class_per_proposal = True
     oracle.eval(), ours.eval()
     inputs = [_image(1), _image(2, 80, 112)]
-    with torch.no_grad():
-        expected, actual = oracle(inputs), ours(inputs)
+    try:
+        with torch.no_grad():
+            expected, actual = oracle(inputs), ours(inputs)
+    finally:
+        if one_class_per_proposal:
+            oracle.roi_heads.one_class_per_proposal = ours.roi_heads.one_class_per_proposal = False
     for e, a in zip(expected, actual):
         e, a = e["instances"], a["instances"]
         assert len(a) == len(e) > 0
