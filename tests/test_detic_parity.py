@@ -21,6 +21,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
@@ -68,14 +69,31 @@ def _oracle():
         tokenizer.SimpleTokenizer = type("SimpleTokenizer", (), {})
         clip.simple_tokenizer = tokenizer
         sys.modules["clip.simple_tokenizer"] = tokenizer
+    if "detic" not in sys.modules:
+        _import_detic_over_registered_datasets()
     detic_timm = importlib.import_module("detic.modeling.backbone.timm")
 
     def create_timm_resnet(variant, out_indices, pretrained=False, **kwargs):
         return detic_timm.CustomResNet(out_indices=out_indices, **detic_timm.model_params[variant], **kwargs)
 
     detic_timm.create_timm_resnet = create_timm_resnet
-    importlib.import_module("detic")
     return importlib.import_module("detic.config")
+
+
+def _import_detic_over_registered_datasets() -> None:
+    """Import ``detic`` (which registers its datasets at import) even where other tests have registered some of
+    the same names (our configs use Detic's dataset names): Detic's registrations replace theirs."""
+    def register(name, func):
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        type(DatasetCatalog).register(DatasetCatalog, name, func)
+
+    DatasetCatalog.register = register
+    try:
+        importlib.import_module("detic")
+    finally:
+        del DatasetCatalog.register
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +250,7 @@ def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_pa
     key, and our model keeps the classifier of its config (COCO names through the tiny random CLIP)."""
     detic_classifier = np.random.default_rng(1).standard_normal((80, 64)).astype(np.float16)
     np.save(tmp_path / "detic_coco_64.npy", detic_classifier)
+    torch.manual_seed(0)
     oracle = detic_model(metadata, "BoxSup_OVCOCO_CLIP_R50_1x", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
                          str(tmp_path / "detic_coco_64.npy"), "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
     state = oracle.state_dict()
@@ -249,11 +268,13 @@ def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_pa
     handler.emit = lambda record: messages.append(record.getMessage())
     logger = logging.getLogger("detectron2.pomp_plugins")
     logger.addHandler(handler)
-    monkeypatch.setattr(logger, "level", logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it also clears the logger's isEnabledFor cache
     try:
         checkpointer.load(str(tmp_path / "detic.pth"))
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     (incompatible,) = reports
     assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
     assert torch.equal(ours.roi_heads.box_predictor.cls_score.zs_weight, pomp_classifier)
@@ -293,6 +314,7 @@ def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, t
     from pomp_plugins.detectron2.toy_data import NAMES, write_toy_dataset
 
     np.save(tmp_path / "detic_coco_64.npy", np.random.default_rng(1).standard_normal((80, 64)).astype(np.float16))
+    torch.manual_seed(0)
     oracle = detic_model(metadata, "BoxSup_OVCOCO_CLIP_R50_1x", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
                          str(tmp_path / "detic_coco_64.npy"), "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
     torch.save({"model": oracle.state_dict()}, tmp_path / "detic.pth")
@@ -310,7 +332,8 @@ def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, t
             "DATASETS.TEST", "('toy_coco',)", "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info,
             "MODEL.POMP.CLIP_MODEL", "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.PROMPT", "",
             "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
-            "MODEL.RPN.POST_NMS_TOPK_TEST", 50, "TEST.DETECTIONS_PER_IMAGE", 20]
+            "MODEL.RPN.POST_NMS_TOPK_TEST", 50, "TEST.DETECTIONS_PER_IMAGE", 20,
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
     results = train_net.main(train_net.parse_args([str(a) for a in args]))
     (incompatible,) = reports
     assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
