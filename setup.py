@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.1", "open_clip_torch>=3.3", "timm", "numpy", "tqdm", "pillow"],
     extras_require={
-        "detectron2": ["pycocotools", "lvis", "fvcore", "iopath"],
+        "detectron2": ["pycocotools", "lvis", "fvcore", "iopath", "centernet2"],  # centernet2: CenterNet proposals
         "mmseg": ["mmengine>=0.10", "mmsegmentation>=1.2", "scipy"],
         "dev": ["pytest"],
     },

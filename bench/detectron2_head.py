@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Inference cost of the POMP zero-shot box classifier against detectron2's linear one, and the vocabulary swap.
 
-Both ROI heads are built from detectron2_configs/Base-POMP-RCNN-FPN.yaml (R50-FPN, 2 FC of 1024, LVIS's 1,203
-classes, sigmoid scores), once with detectron2's own heads (linear ``cls_score``) and once with ours, and run in
+Both ROI heads are built from detectron2_configs/Base-C2_L_R5021k_640b64_4x.yaml (Detic's: P3-P5 pooling, 2 FC of
+1024, LVIS's 1,203 classes, sigmoid scores), once with detectron2's own heads (linear ``cls_score`` and box
+regression) and once with ours (Detic's: zero-shot ``cls_score``, MLP box regression), and run in
 eval mode on the same random FPN features and proposals of one image. Timed: the whole ROI-head forward
 (pooling, box heads, predictors of every stage, scores, boxes, per-class NMS) with the score threshold above any
 sigmoid score, so the NMS workload (which depends on trained scores) is empty for both; the mask head is off (it
@@ -33,20 +34,22 @@ from pomp_plugins.detectron2 import add_pomp_config, set_class_embeddings, set_v
 from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+STRIDES = {"p3": 8, "p4": 16, "p5": 32}
 
 
 def config(heads: str, device: str, embedding_file: str):
     cfg = get_cfg()
     add_pomp_config(cfg)
-    cfg.merge_from_file(str(ROOT / "detectron2_configs" / "Base-POMP-RCNN-FPN.yaml"))
+    cfg.merge_from_file(str(ROOT / "detectron2_configs" / "Base-C2_L_R5021k_640b64_4x.yaml"))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.MASK_ON = False
     cfg.MODEL.ROI_HEADS.NAME = heads
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 1.0  # no sigmoid score exceeds it: an empty NMS for both heads
     cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False  # training only
-    cfg.MODEL.POMP.EMBEDDING_FILE = embedding_file
-    cfg.MODEL.POMP.PROMPT = ""  # the hard prompt: the same 4 context tokens as a POMP prompt, no file needed
+    cfg.MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS = True
+    cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH = embedding_file
+    cfg.MODEL.POMP.VOCABULARY = ""  # the training classifier from the .npy
+    cfg.MODEL.POMP.PROMPT = ""  # swaps use the hard prompt: no prompt file needed
     cfg.MODEL.POMP.CLIP_PRETRAINED = "none"
     return cfg
 
@@ -93,7 +96,7 @@ def main(argv=None) -> dict:
         wh = torch.rand(args.proposals, 2, device=device) * 200 + 8
         proposals = Instances((args.height, args.width))
         proposals.proposal_boxes = Boxes(torch.cat([xy, (xy + wh).clamp(max=args.width)], dim=1))
-        proposals.objectness_logits = torch.randn(args.proposals, device=device)
+        proposals.objectness_logits = torch.rand(args.proposals, device=device)  # CenterNet's: probabilities
 
         result = {"benchmark": "detectron2_head", "machine": machine(device), "proposals": args.proposals,
                   "image": [args.height, args.width], "classes": 1203, "embedding_dim": 512}

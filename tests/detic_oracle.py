@@ -29,6 +29,34 @@ def _stub_clip_tokenizer() -> None:
         sys.modules["clip.simple_tokenizer"] = tokenizer
 
 
+def _import_detic_over_registered_datasets() -> None:
+    """Import ``detic`` (which registers its datasets at import) even where other tests have registered some of
+    the same names (our configs use Detic's dataset names): Detic's registrations replace theirs."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    def register(name, func):
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        type(DatasetCatalog).register(DatasetCatalog, name, func)
+
+    DatasetCatalog.register = register
+    try:
+        importlib.import_module("detic")
+    finally:
+        del DatasetCatalog.register
+
+
+def _patch_timm_resnet() -> None:
+    """Detic's ``create_timm_resnet`` uses timm 0.4's default-cfg API; on timm 1.0 it is the model's constructor."""
+    detic_timm = importlib.import_module("detic.modeling.backbone.timm")
+
+    def create_timm_resnet(variant, out_indices, pretrained=False, **kwargs):
+        return detic_timm.CustomResNet(out_indices=out_indices, **detic_timm.model_params[variant], **kwargs)
+
+    detic_timm.create_timm_resnet = create_timm_resnet
+
+
 def detic_module(name: str) -> types.ModuleType:
     """Import ``name`` from the Detic oracle, or skip the calling test if it is not installed."""
     if not (ORACLES / "detic").is_dir():
@@ -36,6 +64,9 @@ def detic_module(name: str) -> types.ModuleType:
     if str(ORACLES) not in sys.path:
         sys.path.append(str(ORACLES))
     _stub_clip_tokenizer()
+    if "detic" not in sys.modules:
+        _import_detic_over_registered_datasets()
+        _patch_timm_resnet()
     return importlib.import_module(name)
 
 

@@ -100,7 +100,7 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
                                                       config="POMP-Tiny-CPU_image-labels.yaml")) == 0
     metrics = [json.loads(line) for line in (tmp_path / "detic" / "metrics.json").read_text().splitlines()]
     assert max(m["iteration"] for m in metrics) == 3
-    assert any("loss_image_label_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
+    assert any("image_loss_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
     assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
     assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path, *no_test)) == 0
     weights = tmp_path / "model_final.pth"

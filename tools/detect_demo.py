@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Detect any classes in an image with a POMP detector and draw them with detectron2's Visualizer.
 
-    python tools/detect_demo.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml \\
+    python tools/detect_demo.py --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
         --input photo.jpg --output detections.png --names "cat,remote control,sofa" MODEL.WEIGHTS model_final.pth
     python tools/detect_demo.py --config-file detectron2_configs/POMP-Tiny-CPU.yaml \\
         --input datasets/toy/images/val_0000.png --output demo_output/toy.png --vocabulary lvis
@@ -19,7 +19,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
-from pomp_plugins.detectron2 import add_pomp_config, config_metadata, set_vocabulary, without_federated_loss
+from pomp_plugins.detectron2 import add_pomp_config, config_metadata, set_vocabulary, use_pomp_names
 from pomp_plugins.detectron2.cli import run_tool
 from pomp_plugins.prompt.cli import add_vocabulary_arguments, vocabulary_from_args
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     add_pomp_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    cfg = without_federated_loss(cfg)
+    cfg = use_pomp_names(cfg)  # Detic's configs work too
     cfg.freeze()
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input image {args.input!r} does not exist")

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train and evaluate POMP open-vocabulary detectors with detectron2.
 
-    python tools/train_net.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml --num-gpus 8
-    python tools/train_net.py --config-file detectron2_configs/BoxSup-POMP_LVIS-base_R50-FPN_1x.yaml --eval-only \\
-        MODEL.WEIGHTS output/pomp/BoxSup-POMP_LVIS-base_R50-FPN_1x/model_final.pth
+    python tools/train_net.py --config-file detectron2_configs/BoxSup-C2_Lbase_POMP_R5021k_640b64_4x.yaml --num-gpus 8
+    python tools/train_net.py --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
+        --eval-only MODEL.WEIGHTS models/Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.pth  # a Detic checkpoint
     python tools/train_net.py --config-file ... --eval-only --test-vocabulary coco \\
         --dataset coco_val coco datasets/coco/annotations/instances_val2017.json datasets/coco/val2017 \\
         DATASETS.TEST '("coco_val",)' MODEL.WEIGHTS model_final.pth
@@ -46,9 +46,11 @@ from pomp_plugins.detectron2 import (
     build_train_loader,
     check_test_classes,
     register_datasets_from_config,
+    set_test_classifier,
+    use_pomp_names,
 )
 from pomp_plugins.detectron2.cli import run_tool
-from pomp_plugins.detectron2.loader import add_detic_data_config, build_test_mapper
+from pomp_plugins.detectron2.loader import build_test_mapper
 from pomp_plugins.detectron2.solver import MixedPrecisionTrainer, build_optimizer, mixed_precision
 
 
@@ -92,6 +94,25 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
 
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's test, one test set at a time, each with its own classifier under ``MODEL.RESET_CLS_TESTS``
+        (Detic's cross-dataset evaluation); the training classifier is restored afterwards."""
+        if not cfg.MODEL.RESET_CLS_TESTS:
+            return super().test(cfg, model, evaluators)
+        results = {}
+        for index, name in enumerate(cfg.DATASETS.TEST):
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            one.MODEL.POMP.TEST_VOCABULARIES = cfg.MODEL.POMP.TEST_VOCABULARIES[index:index + 1]
+            one.MODEL.TEST_CLASSIFIERS = cfg.MODEL.TEST_CLASSIFIERS[index:index + 1]
+            one.MODEL.TEST_NUM_CLASSES = cfg.MODEL.TEST_NUM_CLASSES[index:index + 1]
+            set_test_classifier(model, one, 0)
+            results[name] = super().test(one, model, evaluators[index:index + 1] if evaluators else None)
+        set_test_classifier(model, cfg, None)
+        return results if len(results) > 1 else next(iter(results.values()))
+
 
 def parse_args(argv=None):
     parser = default_argument_parser(epilog=__doc__)
@@ -110,12 +131,12 @@ def parse_args(argv=None):
 def setup(args) -> CfgNode:
     cfg = get_cfg()
     add_pomp_config(cfg)
-    add_detic_data_config(cfg)
     if args.zoo_config:
         cfg.merge_from_file(model_zoo.get_config_file(args.zoo_config))
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    cfg = use_pomp_names(cfg)  # Detic's registered names (and stock ROI heads with USE_ZEROSHOT_CLS) -> ours
     for name, format, json_file, image_root in args.dataset:
         cfg.DATASETS.REGISTER[name] = CfgNode({"FORMAT": format, "JSON": json_file, "IMAGE_ROOT": image_root})
     if args.test_vocabulary is not None:

@@ -225,10 +225,3 @@ def load_class_freq(path: str, power: float) -> torch.Tensor:
                                  '{"id": ..., "image_count": ...} objects')
     counts = torch.tensor([c["image_count"] for c in sorted(info, key=lambda c: c["id"])])
     return counts.float() ** power
-
-
-def federated_loss_weights(cfg: CfgNode) -> torch.Tensor:
-    """The federated loss's class weights ``[C]`` of ``cfg``: ``load_class_freq(CAT_FREQ_PATH,
-    FED_LOSS_FREQ_WEIGHT)``."""
-    box_head = cfg.MODEL.ROI_BOX_HEAD
-    return load_class_freq(box_head.CAT_FREQ_PATH, box_head.FED_LOSS_FREQ_WEIGHT)

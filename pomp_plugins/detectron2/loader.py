@@ -47,50 +47,6 @@ logger = logging.getLogger(__name__)
 
 ANN_TYPES = ("box", "image")
 
-# Detic's data keys (detic/config.py add_detic_config, centernet2's add_centernet_config), with their defaults.
-_DETIC_DATA_KEYS = {
-    "WITH_IMAGE_LABELS": False,
-    "FP16": False,
-    "FIND_UNUSED_PARAM": True,
-    "DATALOADER.DATASET_RATIO": [1, 1],
-    "DATALOADER.USE_RFS": [False, False],
-    "DATALOADER.MULTI_DATASET_GROUPING": False,
-    "DATALOADER.DATASET_ANN": ["box", "box"],
-    "DATALOADER.USE_DIFF_BS_SIZE": False,
-    "DATALOADER.DATASET_BS": [8, 32],
-    "DATALOADER.DATASET_INPUT_SIZE": [896, 384],
-    "DATALOADER.DATASET_INPUT_SCALE": [(0.1, 2.0), (0.5, 1.5)],
-    "DATALOADER.DATASET_MIN_SIZES": [(640, 800), (320, 400)],
-    "DATALOADER.DATASET_MAX_SIZES": [1333, 667],
-    "SOLVER.USE_CUSTOM_SOLVER": False,
-    "SOLVER.OPTIMIZER": "SGD",
-    "SOLVER.BACKBONE_MULTIPLIER": 1.0,
-    "SOLVER.CUSTOM_MULTIPLIER": 1.0,
-    "SOLVER.CUSTOM_MULTIPLIER_NAME": [],
-    "SOLVER.TRAIN_ITER": -1,
-    "INPUT.CUSTOM_AUG": "",
-    "INPUT.TRAIN_SIZE": 640,
-    "INPUT.TEST_SIZE": 640,
-    "INPUT.SCALE_RANGE": (0.1, 2.0),
-    "INPUT.TEST_INPUT_TYPE": "default",
-    "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH": "datasets/metadata/lvis_v1_train_cat_info.json",
-    "MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT": 0.5,
-    "MODEL.ROI_BOX_HEAD.IGNORE_ZERO_CATS": False,
-}
-
-
-def add_detic_data_config(cfg: CfgNode) -> None:
-    """Declare Detic's data, input and solver keys (Detic's names and defaults) that ``cfg`` lacks; idempotent.
-    (``add_pomp_config`` declares all of Detic's keys once the model side mirrors ``add_detic_config``.)"""
-    for dotted, default in _DETIC_DATA_KEYS.items():
-        *path, key = dotted.split(".")
-        node = cfg
-        for name in path:
-            node = node[name]
-        if key not in node:
-            node[key] = default
-
-
 def repeat_factors_from_tag_frequency(dataset_dicts: Sequence[dict], repeat_thresh: float) -> torch.Tensor:
     """LVIS repeat factors ``[N]`` (float32) of image-labelled images, with each image's ``pos_category_ids`` as its
     categories: ``r(c) = max(1, sqrt(t / f(c)))``, ``f(c)`` the fraction of images tagged ``c``; an image's factor is

@@ -1,82 +1,83 @@
-"""``PompRCNN``: detectron2's ``GeneralizedRCNN`` that also trains on image-labelled images (Detic)."""
+"""``PompRCNN``: Detic's ``CustomRCNN`` (image-labelled training, FP16 backbone, per-dataset loss weights).
+
+Training inputs are Detic's: every dict has ``instances`` (empty for an image-labelled image); with
+``WITH_IMAGE_LABELS`` also ``ann_type`` (``"box"`` or ``"image"``, one kind per batch) and ``pos_category_ids``
+(contiguous class indices of the image's labels); with ``MODEL.DATASET_LOSS_WEIGHT``, ``dataset_source``.
+"""
 from __future__ import annotations
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
 
 from .config import PompConfigError
 
 
-def _subset(images: ImageList, features: dict[str, torch.Tensor], index: list[int]):
-    """The images ``index`` of a batch and their features."""
-    if len(index) == len(images):
-        return images, features
-    rows = torch.as_tensor(index, device=images.tensor.device)
-    return (ImageList(images.tensor[rows], [images.image_sizes[i] for i in index]),
-            {name: feature[rows] for name, feature in features.items()})
-
-
 @META_ARCH_REGISTRY.register()
 class PompRCNN(GeneralizedRCNN):
-    """Inference is ``GeneralizedRCNN``'s. In training with ``MODEL.POMP.WITH_IMAGE_LABELS``, a batch may hold
-    box-annotated images and image-labelled ones (Detic's inputs: ``ann_type`` "image", ``pos_category_ids`` a list
-    of class indices): each kind gets its own losses, normalised over the images of that kind, and the result has
-    the same keys whatever the batch holds (the losses a kind does not have are zeros that still reach every
-    parameter, so DDP needs no ``find_unused_parameters``)."""
+    """Inference is ``GeneralizedRCNN``'s. In training, an image-labelled batch gets the ROI heads' image-label
+    losses and the proposal losses times 0 (Detic's ``ignore proposal loss for non-bbox data``)."""
 
     @configurable
-    def __init__(self, *, with_image_labels: bool = False, **kwargs):
+    def __init__(self, *, with_image_labels: bool = False, dataset_loss_weight=(), fp16: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.with_image_labels = with_image_labels
-        if with_image_labels:
-            if not hasattr(self.roi_heads, "image_label_losses"):
-                raise PompConfigError("MODEL.POMP.WITH_IMAGE_LABELS needs MODEL.ROI_HEADS.NAME PompCascadeROIHeads "
-                                      f"or PompStandardROIHeads, not {type(self.roi_heads).__name__}")
-            if self.proposal_generator is None or self.roi_heads.keypoint_on:
-                raise PompConfigError("MODEL.POMP.WITH_IMAGE_LABELS needs an RPN and no keypoint head")
+        self.dataset_loss_weight = list(dataset_loss_weight)
+        self.fp16 = fp16
+        if self.proposal_generator is None:
+            raise PompConfigError("PompRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR.NAME)")
+        if with_image_labels and not hasattr(self.roi_heads, "get_top_proposals"):
+            raise PompConfigError("WITH_IMAGE_LABELS needs MODEL.ROI_HEADS.NAME PompCascadeROIHeads, "
+                                  f"PompRes5ROIHeads or PompStandardROIHeads, not {type(self.roi_heads).__name__}")
 
     @classmethod
     def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        ret["with_image_labels"] = cfg.MODEL.POMP.WITH_IMAGE_LABELS
-        return ret
+        return {**super().from_config(cfg), "with_image_labels": cfg.WITH_IMAGE_LABELS,
+                "dataset_loss_weight": cfg.MODEL.DATASET_LOSS_WEIGHT, "fp16": cfg.FP16}
 
     def forward(self, batched_inputs: list[dict]):
-        labelled = [x.get("ann_type", "box") != "box" for x in batched_inputs]
-        if not self.training or not any(labelled):
-            return super().forward(batched_inputs)
-        if not self.with_image_labels:
-            raise PompConfigError("a training batch holds image-labelled images but MODEL.POMP.WITH_IMAGE_LABELS "
-                                  "is False")
-
+        if not self.training:
+            return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        losses: dict[str, torch.Tensor] = {}
-        for kind, kind_losses in ((False, self._box_losses), (True, self._image_label_losses)):
-            index = [i for i, is_labelled in enumerate(labelled) if is_labelled == kind]
-            if index:
-                for name, value in kind_losses(batched_inputs, images, features, index).items():
-                    losses[name] = losses[name] + value if name in losses else value
-        return losses
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        ann_type = "box"
+        if self.with_image_labels:
+            for inst, x in zip(gt_instances, batched_inputs):
+                inst._ann_type = x["ann_type"]
+                inst._pos_category_ids = x["pos_category_ids"]
+            ann_types = {x["ann_type"] for x in batched_inputs}
+            if len(ann_types) != 1:
+                raise ValueError(f"a training batch mixes annotation types {sorted(ann_types)}; Detic's loader "
+                                 "groups images by dataset (DATALOADER.MULTI_DATASET_GROUPING)")
+            ann_type = ann_types.pop()
+            if ann_type not in ("box", "image"):
+                raise PompConfigError(f"ann_type {ann_type!r} is not implemented (only 'box' and 'image')")
+        if self.fp16 and images.tensor.is_cuda:
+            with torch.autocast("cuda"):
+                features = self.backbone(images.tensor.half())
+            features = {k: v.float() for k, v in features.items()}
+        else:
+            features = self.backbone(images.tensor)
 
-    def _box_losses(self, batched_inputs, images, features, index):
-        images, features = _subset(images, features, index)
-        targets = [batched_inputs[i]["instances"].to(self.device) for i in index]
-        proposals, proposal_losses = self.proposal_generator(images, features, targets)
-        _, detector_losses = self.roi_heads(images, features, proposals, targets)
-        return {**detector_losses, **proposal_losses}
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        if hasattr(self.roi_heads, "get_top_proposals"):
+            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances, ann_type=ann_type)
+        else:
+            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        if self.vis_period > 0:
+            if get_event_storage().iter % self.vis_period == 0:
+                self.visualize_training(batched_inputs, proposals)
 
-    def _image_label_losses(self, batched_inputs, images, features, index):
-        images, features = _subset(images, features, index)
-        # The RPN runs as in training (training proposal counts); its losses against "no objects" are zeroed.
-        no_boxes = [Instances(size, gt_boxes=Boxes(torch.zeros(0, 4, device=self.device)),
-                              gt_classes=torch.zeros(0, dtype=torch.long, device=self.device))
-                    for size in images.image_sizes]
-        proposals, proposal_losses = self.proposal_generator(images, features, no_boxes)
-        labels = [torch.as_tensor(batched_inputs[i]["pos_category_ids"], dtype=torch.long, device=self.device)
-                  for i in index]
-        losses = self.roi_heads.image_label_losses(features, proposals, labels)
-        losses.update({name: value * 0.0 for name, value in proposal_losses.items()})
+        losses = dict(detector_losses)
+        if ann_type == "box":
+            losses.update(proposal_losses)
+        else:
+            losses.update({k: v * 0 for k, v in proposal_losses.items()})
+        if self.dataset_loss_weight:
+            sources = {x["dataset_source"] for x in batched_inputs}
+            if len(sources) != 1:
+                raise ValueError("MODEL.DATASET_LOSS_WEIGHT needs every batch from one dataset")
+            weight = self.dataset_loss_weight[sources.pop()]
+            losses = {k: v * weight for k, v in losses.items()}
         return losses

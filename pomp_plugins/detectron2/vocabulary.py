@@ -1,7 +1,8 @@
 """Which classes a detector knows: vocabularies from config strings, their embeddings, and the test-time swap.
 
 A vocabulary string (``MODEL.POMP.VOCABULARY`` / ``TEST_VOCABULARY``, the tools' options) is one of: a named
-vocabulary of the core (``lvis``, ``coco``, ...), a names file (``.txt``/``.json``), or comma-separated names.
+vocabulary of the core (``lvis``, ``coco``, ...) or ``objects365``, a names file (``.txt``/``.json``), or
+comma-separated names.
 """
 from __future__ import annotations
 
@@ -26,12 +27,15 @@ from pomp_plugins.prompt import (
 
 from .config import PompConfigError
 
-# Named vocabularies people ask for whose class names no installed package ships.
-_NOT_SHIPPED = {"objects365": "Objects365"}
+def objects365_names() -> list[str]:
+    """The 365 Objects365 (v1) class names in category-id order, as CenterNet2 ships them."""
+    from centernet.data.datasets.objects365 import categories_v1
+
+    return [c["name"] for c in sorted(categories_v1, key=lambda c: c["id"])]
 
 
 def parse_vocabulary(spec: str) -> Vocabulary:
-    """A ``Vocabulary`` from a name, a names file or comma-separated names.
+    """A ``Vocabulary`` from a name (the core's, or ``objects365``), a names file or comma-separated names.
 
     Raises:
         VocabularyError: an unknown name (the known ones are listed), or a bad class list.
@@ -40,9 +44,8 @@ def parse_vocabulary(spec: str) -> Vocabulary:
     spec = spec.strip()
     if spec in VOCABULARY_NAMES:
         return get_vocabulary(spec)
-    if spec.lower() in _NOT_SHIPPED:
-        raise VocabularyError(f"the {_NOT_SHIPPED[spec.lower()]} class names are not shipped by any installed "
-                              "package; pass them as a names file (one per line) or a comma-separated list")
+    if spec.lower() == "objects365":
+        return custom_vocabulary(objects365_names(), name="objects365")
     if "," in spec:
         return custom_vocabulary(spec.split(","))
     if Path(spec).suffix in (".txt", ".json") or Path(spec).is_file():
@@ -50,7 +53,7 @@ def parse_vocabulary(spec: str) -> Vocabulary:
             raise FileNotFoundError(f"names file {spec!r} does not exist")
         return resolve_vocabulary(names_file=spec)
     raise VocabularyError(f"unknown vocabulary {spec!r}; expected one of {', '.join(VOCABULARY_NAMES)}, "
-                          "a names file (.txt or .json) or comma-separated class names")
+                          "objects365, a names file (.txt or .json) or comma-separated class names")
 
 
 def vocabulary_metadata(vocabulary: Vocabulary | Sequence[str]) -> Metadata:
@@ -62,7 +65,7 @@ def vocabulary_metadata(vocabulary: Vocabulary | Sequence[str]) -> Metadata:
 
 def config_metadata(cfg: CfgNode) -> Metadata:
     """Metadata of the inference classes ``cfg`` names (numbered classes when only an embedding file gives them)."""
-    spec, _ = _embedding_source(cfg, test=True)
+    spec = cfg.MODEL.POMP.TEST_VOCABULARY or cfg.MODEL.POMP.VOCABULARY
     if spec:
         return vocabulary_metadata(parse_vocabulary(spec))
     return Metadata(name="pomp-vocabulary:embedding-file",
@@ -82,58 +85,75 @@ def text_encoder_arguments(cfg: CfgNode) -> dict:
     }
 
 
-def _has_test_classes(cfg: CfgNode) -> bool:
-    return bool(cfg.MODEL.POMP.TEST_VOCABULARY or cfg.MODEL.POMP.TEST_EMBEDDING_FILE)
-
-
-def _embedding_source(cfg: CfgNode, test: bool) -> tuple[str, str]:
-    """(vocabulary string, embedding file) of the training or inference classes; raises if both are empty."""
-    pomp = cfg.MODEL.POMP
-    if test and _has_test_classes(cfg):
-        return pomp.TEST_VOCABULARY, pomp.TEST_EMBEDDING_FILE
-    if not pomp.VOCABULARY and not pomp.EMBEDDING_FILE:
-        raise PompConfigError("set MODEL.POMP.VOCABULARY (e.g. lvis) or MODEL.POMP.EMBEDDING_FILE (a Detic .npy)")
-    return pomp.VOCABULARY, pomp.EMBEDDING_FILE
-
-
-def config_class_embeddings(cfg: CfgNode, test: bool = False) -> torch.Tensor:
-    """The training (or, with ``test``, inference) class embeddings ``[C, D]`` float32 that ``cfg`` asks for.
-
-    Raises:
-        PompConfigError: neither a vocabulary nor an embedding file is set.
-        EmbeddingFileError: the embeddings are not ``MODEL.POMP.EMBEDDING_DIM``-dimensional, or an embedding
-            file and a vocabulary disagree on the number of classes.
-        VocabularyError, FileNotFoundError, PromptFileError: a bad vocabulary, a missing file.
-    """
-    spec, embedding_file = _embedding_source(cfg, test)
-    vocabulary = parse_vocabulary(spec) if spec else None
-    return classifier_weights(vocabulary, embedding_file=embedding_file or None, dim=cfg.MODEL.POMP.EMBEDDING_DIM,
+def vocabulary_embeddings(cfg: CfgNode, spec: str) -> torch.Tensor:
+    """``[C, D]`` float32 embeddings of the vocabulary ``spec`` with the prompt and CLIP model ``cfg`` names."""
+    return classifier_weights(parse_vocabulary(spec), dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM,
                               **text_encoder_arguments(cfg))
 
 
-def config_embeddings(cfg: CfgNode) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Training and inference class embeddings of ``cfg``; inference ``None`` when it names no other classes.
+def config_class_embeddings(cfg: CfgNode) -> Optional[torch.Tensor]:
+    """The training-class embeddings ``[C, D]`` float32 of ``cfg``: ``MODEL.POMP.VOCABULARY`` encoded with the POMP
+    prompt, else Detic's ``MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH`` (.npy); ``None`` for Detic's ``"rand"``.
 
-    Raises ``PompConfigError`` when the training classes are not ``MODEL.ROI_HEADS.NUM_CLASSES`` many.
+    Raises:
+        PompConfigError: the classes are not ``MODEL.ROI_HEADS.NUM_CLASSES`` many.
+        EmbeddingFileError: the embeddings are not ``ZEROSHOT_WEIGHT_DIM``-dimensional.
+        VocabularyError, FileNotFoundError, PromptFileError: a bad vocabulary, a missing file.
     """
-    train = config_class_embeddings(cfg)
-    check_training_classes(cfg, len(train))
-    return train, config_class_embeddings(cfg, test=True) if _has_test_classes(cfg) else None
+    pomp, box = cfg.MODEL.POMP, cfg.MODEL.ROI_BOX_HEAD
+    if pomp.VOCABULARY:
+        embeddings, source = vocabulary_embeddings(cfg, pomp.VOCABULARY), f"MODEL.POMP.VOCABULARY {pomp.VOCABULARY}"
+    elif box.ZEROSHOT_WEIGHT_PATH == "rand":
+        return None
+    else:
+        embeddings = load_embedding_file(box.ZEROSHOT_WEIGHT_PATH, box.ZEROSHOT_WEIGHT_DIM)
+        source = f"MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH {box.ZEROSHOT_WEIGHT_PATH}"
+    if len(embeddings) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        raise PompConfigError(f"the training classifier ({source}) has {len(embeddings)} classes but "
+                              f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+    return embeddings
 
 
-def config_num_classes(cfg: CfgNode, test: bool = False) -> int:
-    """The number of classes ``config_class_embeddings`` would give, without encoding any text."""
-    spec, embedding_file = _embedding_source(cfg, test)
-    return len(parse_vocabulary(spec)) if spec else len(load_embedding_file(embedding_file))
+def config_test_embeddings(cfg: CfgNode, dataset_index: Optional[int] = None) -> Optional[torch.Tensor]:
+    """The inference-class embeddings ``[C', D]`` of ``cfg`` (``None``: the training classifier).
+
+    With ``MODEL.RESET_CLS_TESTS`` and a ``dataset_index`` (into ``DATASETS.TEST``): that test set's classifier,
+    ``MODEL.POMP.TEST_VOCABULARIES[i]`` encoded with the prompt, or Detic's ``MODEL.TEST_CLASSIFIERS[i]`` (.npy)
+    where the former is absent or ""; otherwise ``MODEL.POMP.TEST_VOCABULARY``.
+    """
+    if cfg.MODEL.RESET_CLS_TESTS and dataset_index is not None:
+        vocabularies, files = cfg.MODEL.POMP.TEST_VOCABULARIES, cfg.MODEL.TEST_CLASSIFIERS
+        if dataset_index < len(vocabularies) and vocabularies[dataset_index]:
+            return vocabulary_embeddings(cfg, vocabularies[dataset_index])
+        if dataset_index < len(files) and files[dataset_index]:
+            return load_embedding_file(files[dataset_index], cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM)
+        raise PompConfigError(f"MODEL.RESET_CLS_TESTS: test set {dataset_index} "
+                              f"({cfg.DATASETS.TEST[dataset_index]}) has neither a MODEL.POMP.TEST_VOCABULARIES "
+                              "nor a MODEL.TEST_CLASSIFIERS entry")
+    if cfg.MODEL.POMP.TEST_VOCABULARY:
+        return vocabulary_embeddings(cfg, cfg.MODEL.POMP.TEST_VOCABULARY)
+    return None
 
 
-def check_training_classes(cfg: CfgNode, num_classes: int) -> None:
-    """Raise ``PompConfigError`` unless the training vocabulary has ``MODEL.ROI_HEADS.NUM_CLASSES`` classes."""
-    expected = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if num_classes != expected:
-        source = cfg.MODEL.POMP.EMBEDDING_FILE or cfg.MODEL.POMP.VOCABULARY
-        raise PompConfigError(f"the training vocabulary ({source}) has {num_classes} classes but "
-                              f"MODEL.ROI_HEADS.NUM_CLASSES is {expected}; set it to {num_classes}")
+def config_num_classes(cfg: CfgNode, test: bool = False, dataset_index: Optional[int] = None) -> int:
+    """The number of (training, or with ``test`` inference) classes of ``cfg``, without encoding any text."""
+    pomp = cfg.MODEL.POMP
+    if test:
+        if cfg.MODEL.RESET_CLS_TESTS and dataset_index is not None:
+            if dataset_index < len(pomp.TEST_VOCABULARIES) and pomp.TEST_VOCABULARIES[dataset_index]:
+                return len(parse_vocabulary(pomp.TEST_VOCABULARIES[dataset_index]))
+            if dataset_index < len(cfg.MODEL.TEST_NUM_CLASSES):
+                return cfg.MODEL.TEST_NUM_CLASSES[dataset_index]
+        if pomp.TEST_VOCABULARY:
+            return len(parse_vocabulary(pomp.TEST_VOCABULARY))
+    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+def set_test_classifier(model: nn.Module, cfg: CfgNode, dataset_index: Optional[int]) -> None:
+    """Before evaluating ``DATASETS.TEST[dataset_index]``: give ``model`` that test set's classifier
+    (``config_test_embeddings``), or the training one when ``cfg`` names none (Detic's ``reset_cls_test``);
+    ``dataset_index`` ``None``: the classifier of ``MODEL.POMP.TEST_VOCABULARY`` (or the training one)."""
+    zero_shot_roi_heads(model).set_test_class_embeddings(config_test_embeddings(cfg, dataset_index))
 
 
 def zero_shot_roi_heads(model: nn.Module) -> nn.Module:
@@ -143,7 +163,8 @@ def zero_shot_roi_heads(model: nn.Module) -> nn.Module:
     roi_heads = getattr(model, "roi_heads", None)
     if not hasattr(roi_heads, "set_test_class_embeddings"):
         raise PompConfigError(f"the model's ROI heads ({type(roi_heads).__name__}) have no zero-shot classifier; "
-                              "use MODEL.ROI_HEADS.NAME PompCascadeROIHeads or PompStandardROIHeads")
+                              "use MODEL.ROI_HEADS.NAME PompCascadeROIHeads, PompRes5ROIHeads or "
+                              "PompStandardROIHeads with MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS True")
     return roi_heads
 
 

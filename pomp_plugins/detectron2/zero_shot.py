@@ -1,83 +1,123 @@
-"""Detic's zero-shot box classifier, built on the core's ``TextEmbeddingClassifier``.
+"""Detic's zero-shot box classifier, with the same state-dict keys: ``linear``, ``zs_weight``, ``cls_bias``.
 
-``logits = [T * cos(Linear(x), w_c) for each class c] ++ [background]  (+ bias)``, where the background logit is
-0 (Detic) or ``T * cos(Linear(x), b)`` with a learned ``b``. The module replaces ``FastRCNNOutputLayers.cls_score``
-and holds two sets of classes: the training vocabulary (used while ``self.training``) and the inference
-vocabulary (used otherwise), which ``set_test_class_embeddings`` swaps without touching any trained weight.
+``logits = T * normalize(linear(x)) @ zs_weight (+ cls_bias)`` where ``zs_weight`` ``[D, C + 1]`` holds the
+L2-normalised class embeddings as columns plus a zero background column (Detic's ``NORM_WEIGHT``; without it
+neither side is normalised nor scaled). ``zs_weight`` is a persistent buffer, as in Detic's checkpoints, but loading
+a checkpoint keeps the configured one (Detic's ``RESET_CLS_TRAIN`` semantics: the classifier comes from the config,
+a POMP prompt or an .npy, never from the checkpoint). An inference classifier (``set_test_class_embeddings``) is a
+non-persistent buffer used in eval mode only.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pomp_plugins.prompt import TextEmbeddingClassifier
+from pomp_plugins.prompt import EmbeddingFileError
 
-BACKGROUNDS = ("zero", "learned")
+# A child of detectron2's logger, so that its handlers (set up by detectron2's tools) show this plugin's messages.
+logger = logging.getLogger("detectron2.pomp_plugins")
+
+
+def zs_weight_matrix(class_embeddings: torch.Tensor, norm_weight: bool = True) -> torch.Tensor:
+    """``[C, D]`` class embeddings (any norm) -> Detic's ``zs_weight`` ``[D, C + 1]`` float32: columns normalised
+    (with ``norm_weight``), a zero last column for the background."""
+    weight = class_embeddings.detach().float().t()
+    weight = torch.cat([weight, weight.new_zeros(len(weight), 1)], dim=1)
+    return F.normalize(weight, p=2, dim=0) if norm_weight else weight
 
 
 class ZeroShotBoxClassifier(nn.Module):
-    """Region features ``[R, in_features]`` -> logits ``[R, C + 1]`` (last column: background)."""
+    """Region features ``[R, in_features]`` -> logits ``[R, C + 1]`` (last column: background, constant 0 + bias)."""
 
     def __init__(
         self,
         in_features: int,
-        class_embeddings: torch.Tensor,
-        test_class_embeddings: Optional[torch.Tensor] = None,
-        temperature: float = 50.0,
-        background: str = "zero",
-        bias: float = 0.0,
+        class_embeddings: Optional[torch.Tensor],
+        *,
+        dim: int = 512,
+        num_classes: Optional[int] = None,
+        norm_weight: bool = True,
+        norm_temperature: float = 50.0,
+        use_bias: float = 0.0,
     ):
         """
         Args:
-            in_features: size of a (flattened) region feature.
-            class_embeddings: ``[C, D]`` text embeddings of the training classes, any norm.
-            test_class_embeddings: ``[C', D]`` for inference; ``None`` = the training classes.
-            temperature: multiplies the cosine similarities (Detic: 50).
-            background: ``"zero"`` or ``"learned"``.
-            bias: Detic's ``use_bias``: a value < 0 adds a learned scalar to every logit, initialised to it.
+            in_features: size of a flattened region feature.
+            class_embeddings: ``[C, D]`` text embeddings of the training classes, any norm; ``None`` = Detic's
+                ``"rand"``: a learned ``zs_weight`` parameter ``N(0, 0.01)`` for ``num_classes`` classes.
+            dim: ``D`` (Detic's ``ZEROSHOT_WEIGHT_DIM``).
+            norm_weight: Detic's ``NORM_WEIGHT``: cosine similarity times ``norm_temperature``.
+            use_bias: Detic's ``USE_BIAS``: a value < 0 adds a learned scalar to every logit, initialised to it.
         """
         super().__init__()
-        if background not in BACKGROUNDS:
-            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
-        dim = class_embeddings.shape[1]
-        self.temperature = temperature
+        self.norm_weight = norm_weight
+        self.norm_temperature = norm_temperature
         self.linear = nn.Linear(in_features, dim)
-        self.train_classes = TextEmbeddingClassifier(class_embeddings, temperature)
-        self.test_classes = TextEmbeddingClassifier(class_embeddings, temperature)
-        if test_class_embeddings is not None:
-            self.set_test_class_embeddings(test_class_embeddings)  # checks D against the training classes
-        self.background = nn.Parameter(torch.randn(dim) * dim**-0.5) if background == "learned" else None
-        self.cls_bias = nn.Parameter(torch.full((1,), float(bias))) if bias < 0 else None
+        if use_bias < 0:
+            self.cls_bias = nn.Parameter(torch.ones(1) * use_bias)
+        else:
+            self.cls_bias = None
+        if class_embeddings is None:
+            if num_classes is None:
+                raise ValueError("a learned ('rand') classifier needs num_classes")
+            self.zs_weight = nn.Parameter(zs_weight_matrix(torch.randn(num_classes, dim) * 0.01, norm_weight))
+        else:
+            if class_embeddings.shape[1] != dim:
+                raise EmbeddingFileError(f"class embeddings are {class_embeddings.shape[1]}-d, the classifier expects "
+                                         f"{dim}")
+            self.register_buffer("zs_weight", zs_weight_matrix(class_embeddings, norm_weight))
+        self.register_buffer("test_zs_weight", None, persistent=False)
+        self._register_load_state_dict_pre_hook(self._keep_configured_classifier)
 
     @property
     def num_classes(self) -> int:
         """Number of training classes."""
-        return self.train_classes.num_classes
+        return self.zs_weight.shape[1] - 1
 
     @property
     def num_test_classes(self) -> int:
-        return self.test_classes.num_classes
+        return self.num_classes if self.test_zs_weight is None else self.test_zs_weight.shape[1] - 1
 
     @property
     def dim(self) -> int:
-        return self.train_classes.dim
+        return self.zs_weight.shape[0]
 
-    def set_test_class_embeddings(self, class_embeddings: torch.Tensor) -> None:
-        """Use ``class_embeddings`` ``[C', D]`` as the inference classes (any ``C'``, the same ``D``)."""
-        self.test_classes.set_class_embeddings(class_embeddings.to(self.linear.weight.device))
+    def set_test_class_embeddings(self, class_embeddings: Optional[torch.Tensor]) -> None:
+        """Classify against ``class_embeddings`` ``[C', D]`` in eval mode (``None``: the training classes)."""
+        if class_embeddings is None:
+            self.test_zs_weight = None
+            return
+        if class_embeddings.shape[1] != self.dim:
+            raise EmbeddingFileError(f"test class embeddings are {class_embeddings.shape[1]}-d, the classifier's "
+                                     f"{self.dim}")
+        self.test_zs_weight = zs_weight_matrix(class_embeddings, self.norm_weight).to(self.zs_weight.device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[R, ...]`` region features -> ``[R, C + 1]`` logits in ``x``'s dtype."""
-        x = self.linear(x.flatten(1))
-        classes = self.train_classes if self.training else self.test_classes
-        logits = classes(x)
-        if self.background is None:
-            background = logits.new_zeros(len(logits), 1)
+    def forward(self, x: torch.Tensor, classifier: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: ``[R, in_features]``; ``classifier``: optional ``[C', D]`` to use instead (Detic's argument)."""
+        x = self.linear(x)
+        if classifier is not None:
+            zs_weight = classifier.t()
+            zs_weight = F.normalize(zs_weight, p=2, dim=0) if self.norm_weight else zs_weight
+        elif not self.training and self.test_zs_weight is not None:
+            zs_weight = self.test_zs_weight
         else:
-            background = self.temperature * F.normalize(x, dim=1) @ F.normalize(self.background, dim=0).to(x.dtype)
-            background = background[:, None]
-        logits = torch.cat([logits, background], dim=1)
-        return logits + self.cls_bias if self.cls_bias is not None else logits
+            zs_weight = self.zs_weight
+        if self.norm_weight:
+            x = self.norm_temperature * F.normalize(x, p=2, dim=1)
+        x = x @ zs_weight.to(x.dtype)
+        return x + self.cls_bias if self.cls_bias is not None else x
+
+    def _keep_configured_classifier(self, state_dict, prefix, *args) -> None:
+        key = prefix + "zs_weight"
+        if isinstance(self.zs_weight, nn.Parameter) or key not in state_dict:
+            return
+        loaded = state_dict[key]
+        if loaded.shape == self.zs_weight.shape and torch.equal(loaded.to(self.zs_weight), self.zs_weight):
+            return
+        logger.info(f"{key}: keeping the configured classifier ({self.num_classes} classes); the checkpoint's "
+                    f"{tuple(loaded.shape)} zs_weight is not loaded")
+        state_dict[key] = self.zs_weight.detach().clone()
