@@ -5,8 +5,8 @@ Example::
 
     python tools/export_embeddings.py --prompt pomp_vit_b16.pt --vocabulary lvis --out lvis_pomp.npy
     python tools/export_embeddings.py --clip-model ViT-B-16 --hard-prompt "a photo of a" --names "cat,dog" --out x.npy
-    python tools/export_embeddings.py --vocabulary lvis --out lvis_pomp_b32.npy \\
-        --prompt hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
+    python tools/export_embeddings.py --vocabulary lvis --out lvis_pomp_b32.npy --prompt \\
+        hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
 
 The CLIP (model, weights, activation) is the one the prompt file records unless --clip-model/--clip-pretrained
 say otherwise (then with a warning); the CLIP used is printed on stderr and in the JSON summary.

@@ -22,8 +22,8 @@ EXAMPLES = """examples:
   eval_zeroshot.py --data imagenet21k_resized/imagenet21k_val --vocabulary imagenet21k-p \\
       --prompt output/pomp/prompt.pt --device cuda --out results.json
   eval_zeroshot.py --data my_images --names-file names.txt --clip-model ViT-B-16 --templates openai
-  eval_zeroshot.py --data DATA/val --vocabulary imagenet1k \\
-      --prompt hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
+  eval_zeroshot.py --data DATA/val --vocabulary imagenet1k --prompt \\
+      hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
 
 The CLIP (model, weights, activation) is the one the prompt file records unless --clip-model/--clip-pretrained
 say otherwise (then with a warning).

@@ -28,9 +28,10 @@ from .vocabularies import (
 __all__ = [
     "EmbeddingFileError", "TextEmbeddingClassifier", "classifier_weights", "load_embedding_file",
     "EmbeddingCache", "class_embeddings", "TINY_MODEL", "LoadedClip", "WeightsUnavailableError", "load_clip",
-    "resolve_dtype", "ClipMismatchWarning", "resolve_prompt_path", "load_for_prompt", "prompted_encoder", "vocabulary_embeddings", "LocalContrastPlan",
-    "correction_margin", "plan_local_contrast", "pomp_loss", "sample_negatives", "Prompt", "PromptFileError",
-    "atomic_save", "atomic_write", "atomic_write_text", "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
+    "resolve_dtype", "ClipMismatchWarning", "resolve_prompt_path", "load_for_prompt", "prompted_encoder",
+    "vocabulary_embeddings", "LocalContrastPlan", "correction_margin", "plan_local_contrast", "pomp_loss",
+    "sample_negatives", "Prompt", "PromptFileError", "atomic_save", "atomic_write", "atomic_write_text",
+    "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
     "PromptWidthError", "TokenizedPrompts", "tokenize", "VOCABULARY_NAMES", "Vocabulary", "VocabularyError",
     "custom_vocabulary", "get_vocabulary", "read_names_file", "resolve_vocabulary",
 ]
