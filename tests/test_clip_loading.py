@@ -1,4 +1,5 @@
 import copy
+import logging
 
 import open_clip
 import pytest
@@ -71,3 +72,56 @@ def test_random_weights_are_reproducible_and_leave_the_global_rng_alone():
     c = load_clip(TINY_MODEL, None, seed=1)
     assert torch.equal(a.model.token_embedding.weight, b.model.token_embedding.weight)
     assert not torch.equal(a.model.token_embedding.weight, c.model.token_embedding.weight)
+
+
+def test_none_means_random_weights_in_the_python_api_too():
+    for spelling in ("none", "None", "NONE", ""):
+        loaded = load_clip(TINY_MODEL, spelling)
+        assert loaded.pretrained is None and loaded.activation == "GELU (random weights)"
+
+
+def reference_model(quick_gelu: bool, state_dict: dict) -> torch.nn.Module:
+    """open_clip's own model with the given activation and weights: the reference for what must be loaded."""
+    model = open_clip.create_model(TINY_MODEL, pretrained=None, force_quick_gelu=quick_gelu)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def text_features(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode_text(open_clip.tokenize(["a photo of a cat.", "a dog"]))
+
+
+def test_openai_state_dict_file_gets_quickgelu(tmp_path, tiny_clip, caplog):
+    """A plain state dict saved from OpenAI's archive keeps OpenAI's extra entries: that layout means QuickGELU."""
+    state = dict(tiny_clip.model.state_dict())
+    path = tmp_path / "tiny-openai-state.pt"
+    torch.save({**state, "input_resolution": torch.tensor(32), "context_length": torch.tensor(77),
+                "vocab_size": torch.tensor(49408)}, path)
+    with caplog.at_level(logging.INFO, logger="pomp_plugins.prompt.clip"):
+        loaded = load_clip(TINY_MODEL, str(path))
+    assert loaded.quick_gelu and "OpenAI's state-dict layout" in loaded.activation
+    assert "QuickGELU (OpenAI's state-dict layout" in caplog.text
+    expected = text_features(reference_model(True, state))
+    assert torch.allclose(text_features(loaded.model), expected, atol=1e-6)
+    assert not torch.allclose(text_features(reference_model(False, state)), expected, atol=1e-4)
+
+
+def test_plain_state_dict_activation(tmp_path, tiny_clip, caplog):
+    """No OpenAI marks: GELU with a warning, unless the caller's prompt (or the caller) says otherwise."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="pomp_plugins.prompt.clip"):
+        plain = load_clip(TINY_MODEL, str(path))
+    assert not plain.quick_gelu and "cannot tell" in caplog.text
+    hinted = load_clip(TINY_MODEL, str(path), prompt_quick_gelu=True)
+    assert hinted.quick_gelu and "the prompt was trained with" in hinted.activation
+    forced = load_clip(TINY_MODEL, str(path), quick_gelu=True, prompt_quick_gelu=False)
+    assert forced.quick_gelu and forced.activation == "QuickGELU (asked for)"
+    assert torch.allclose(text_features(hinted.model),
+                          text_features(reference_model(True, tiny_clip.model.state_dict())), atol=1e-6)
+
+
+def test_auto_is_for_prompt_files():
+    with pytest.raises(ValueError, match="load_for_prompt"):
+        load_clip(TINY_MODEL, "auto")

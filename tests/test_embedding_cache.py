@@ -1,13 +1,19 @@
 import time
+import warnings
 
+import pytest
 import torch
 
 from pomp_plugins.prompt import (
     EmbeddingCache,
     Prompt,
     PromptedTextEncoder,
+    ClipMismatchWarning,
+    WeightsUnavailableError,
     class_embeddings,
     load_clip,
+    load_for_prompt,
+    prompted_encoder,
     save_prompt,
     vocabulary_embeddings,
 )
@@ -63,3 +69,74 @@ def test_fingerprint_of_large_tensors_stays_in_bounds():
     with torch.no_grad():
         module.weight[-1, -1] += 1.0  # the last value is always sampled
     assert tensor_fingerprint(module) != first
+
+
+def test_activation_and_template_are_in_the_key(tmp_path, tiny_clip, monkeypatch):
+    """Same weights under QuickGELU give other embeddings: a run with the wrong activation must not leave an
+    entry that a corrected run then reads."""
+    cache = EmbeddingCache(tmp_path)
+    names = ["cat", "dog"]
+    quick = load_clip("pomp-tiny", None, quick_gelu=True)
+    assert torch.equal(quick.model.token_embedding.weight, tiny_clip.model.token_embedding.weight)
+    gelu_encoder = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
+    quick_encoder = PromptedTextEncoder(PromptedTextEncoder.from_clip(quick.model).tower, gelu_encoder.ctx)
+    wrong = class_embeddings(gelu_encoder, names, cache)
+    right = class_embeddings(quick_encoder, names, cache)
+    assert torch.allclose(right, class_embeddings(quick_encoder, names, None), atol=1e-6)
+    assert not torch.allclose(right, wrong, atol=1e-4)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+    key = cache.key(gelu_encoder, names)
+    original = PromptedTextEncoder.tokenize
+    monkeypatch.setattr(PromptedTextEncoder, "tokenize",
+                        lambda self, names, device=None: original(self, [f"{n}!" for n in names], device))
+    assert cache.key(gelu_encoder, names) != key
+
+
+def write_weights(path, seed):
+    torch.save(load_clip("pomp-tiny", None, seed=seed).model.state_dict(), path)
+
+
+def test_the_prompt_file_chooses_the_clip(tmp_path):
+    weights = tmp_path / "tiny_seed5.pt"
+    write_weights(weights, seed=5)
+    prompt_path = tmp_path / "p.pt"
+    save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", str(weights), clip_quick_gelu=True), prompt_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clip, prompt = load_for_prompt(prompt_path)
+        prompted_encoder(clip, prompt)
+    assert (clip.name, clip.pretrained) == ("pomp-tiny", str(weights))
+    assert torch.equal(clip.model.token_embedding.weight, torch.load(weights)["token_embedding.weight"])
+    # the weights file cannot tell its activation: the prompt's is used
+    assert clip.quick_gelu and "the prompt was trained with" in clip.activation
+
+    random_clip, _ = load_for_prompt(prompt_path, clip_pretrained="none")
+    assert random_clip.pretrained is None
+    with pytest.warns(ClipMismatchWarning, match=r"weights .*tiny_seed5.pt \(now random\)"):
+        prompted_encoder(random_clip, prompt)
+    with pytest.warns(ClipMismatchWarning, match=r"activation QuickGELU \(now GELU\)"):
+        prompted_encoder(load_clip("pomp-tiny", str(weights), quick_gelu=False), prompt)
+
+
+def test_recorded_weights_missing_here_say_what_to_do(tmp_path):
+    prompt_path = tmp_path / "p.pt"
+    save_prompt(Prompt(torch.zeros(4, 64), "pomp-tiny", str(tmp_path / "gone.pt")), prompt_path)
+    with pytest.raises(WeightsUnavailableError, match=r"trained with CLIP pomp-tiny / .*gone.pt.*--clip-pretrained"):
+        load_for_prompt(prompt_path)
+
+
+def test_without_a_prompt_record_the_defaults_apply(tmp_path, monkeypatch):
+    """A hard prompt, or a reference checkpoint without a backbone in its name: ViT-B-16 with OpenAI weights."""
+    import pomp_plugins.prompt.embedder as embedder
+
+    asked = []
+    monkeypatch.setattr(embedder, "load_clip", lambda name, pretrained, **kwargs: asked.append(
+        (name, pretrained, kwargs["prompt_quick_gelu"])) or load_clip("pomp-tiny", None))
+    reference = tmp_path / "model.pth.tar-5"
+    torch.save({"state_dict": {"ctx": torch.zeros(4, 64).half()}, "epoch": 5}, reference)
+    load_for_prompt(None)
+    load_for_prompt(reference)
+    load_for_prompt(reference, clip_model="ViT-B-32", clip_pretrained="laion2b_s34b_b79k")
+    assert asked == [("ViT-B-16", "openai", None), ("ViT-B-16", "openai", True),
+                     ("ViT-B-32", "laion2b_s34b_b79k", True)]

@@ -102,3 +102,27 @@ def test_unnamed_wordnet_folders_are_an_error_naming_them(tmp_path):
     (tmp_path / "data" / "red_circle").rename(tmp_path / "data" / "n99999999")
     result = evaluate_tool("--data", str(tmp_path / "data"), "--vocabulary", "imagenet21k-p")
     assert result.returncode == 2 and "n99999999" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_tool_uses_the_clip_the_prompt_file_records(tmp_path, capsys):
+    """No --clip-* options: model, weights and activation come from the prompt file; asking for others warns."""
+    from pomp_plugins.classification.cli import main
+    from pomp_plugins.prompt import ClipMismatchWarning, Prompt, load_clip, save_prompt
+
+    weights = tmp_path / "tiny_seed5.pt"
+    torch.save(load_clip("pomp-tiny", None, seed=5).model.state_dict(), weights)
+    prompt = tmp_path / "prompt.pt"
+    save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", str(weights), clip_quick_gelu=True), prompt)
+    names = class_list(3)
+    make_image_folder(tmp_path / "data", names, 2, size=32)
+    common = ["--data", str(tmp_path / "data"), "--names", ",".join(names), "--prompt", str(prompt),
+              "--workers", "0", "--no-progress", "--out", str(tmp_path / "r.json")]
+    assert main(common) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["clip_model"], report["clip_pretrained"]) == ("pomp-tiny", str(weights))
+    assert report["clip_activation"].startswith("QuickGELU")
+    assert f"CLIP pomp-tiny, weights {weights}, QuickGELU" in capsys.readouterr().err
+
+    with pytest.warns(ClipMismatchWarning, match="now random"):
+        assert main(common + ["--clip-pretrained", "none"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["clip_pretrained"] is None

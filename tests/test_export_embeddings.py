@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -50,3 +51,25 @@ def test_bad_class_lists_are_clear_errors(tmp_path, args, message):
                              "pomp-tiny", "--clip-pretrained", "none", "--hard-prompt", "a", *args,
                              "--out", str(tmp_path / "x.npy")], capture_output=True, text=True)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_export_takes_the_clip_from_the_prompt_and_warns_when_told_otherwise(tmp_path):
+    from pomp_plugins.prompt import ClipMismatchWarning, load_clip
+
+    weights = tmp_path / "tiny_seed3.pt"
+    torch.save(load_clip("pomp-tiny", None, seed=3).model.state_dict(), weights)
+    prompt = tmp_path / "prompt.pt"
+    save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", str(weights), clip_quick_gelu=False), prompt)
+    out = tmp_path / "x.npy"
+    info = export("--prompt", str(prompt), "--names", "cat,dog", "--out", str(out), "--float32", "--no-cache")
+    assert (info["clip_model"], info["clip_pretrained"]) == ("pomp-tiny", str(weights))
+    assert info["clip_activation"].startswith("GELU (the activation the prompt was trained with")
+    from pomp_plugins.prompt import vocabulary_embeddings
+    expected = vocabulary_embeddings(["cat", "dog"], prompt=prompt, cache=False, normalize=False)
+    assert np.allclose(np.load(out), expected.numpy(), atol=1e-5)
+
+    spec = importlib.util.spec_from_file_location("export_embeddings", ROOT / "tools" / "export_embeddings.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.warns(ClipMismatchWarning, match="now random"):
+        assert tool.main(["--prompt", str(prompt), "--clip-pretrained", "none", "--names", "cat", "--out", str(out)]) == 0

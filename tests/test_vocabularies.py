@@ -1,8 +1,11 @@
+import hashlib
 import importlib.util
 import json
+import lzma
 from pathlib import Path
 
 import pytest
+import torch
 
 from pomp_plugins.prompt import VOCABULARY_NAMES, VocabularyError, custom_vocabulary, get_vocabulary, resolve_vocabulary
 from pomp_plugins.prompt.vocabularies import STORED_VOCABULARIES
@@ -60,3 +63,37 @@ def test_custom_lists_and_their_errors(tmp_path):
     names_json.write_text('{"a": 1}')
     with pytest.raises(VocabularyError, match="JSON list"):
         resolve_vocabulary(names_file=names_json)
+
+
+# sha256 of "wnid<TAB>name" lines, in class order, of the reference's ImageNet-21K-P prompt names: Alibaba-MIIL's
+# winter'21 semantic tree ``class_description`` (as datadings 3.4.7 ships it in ImageNet21k_synsets.json.xz) with
+# "_" replaced by " ", as the reference's trainers/pomp.py does before building prompts.
+REFERENCE_IMAGENET21K_P_SHA256 = "460bd47b3b2b59b69def768f8ca53b125d3d4361e71af889076461b69788ef3b"
+
+
+def test_imagenet21k_p_names_are_the_references():
+    vocabulary = get_vocabulary("imagenet21k-p")
+    lines = "\n".join(f"{key}\t{name}" for key, name in zip(vocabulary.keys, vocabulary.names))
+    assert hashlib.sha256(lines.encode()).hexdigest() == REFERENCE_IMAGENET21K_P_SHA256
+    # class_description 'rock_climbing', 'water_sport', 'person' -> the reference's prompt names
+    for wnid, name in [("n00326094", "rock climbing"), ("n00441824", "water sport"), ("n00007846", "person")]:
+        assert vocabulary.names[vocabulary.index(wnid)] == name
+    assert len(set(vocabulary.names)) == 9_696  # 661 names stand for more than one class, as in the reference
+
+
+def test_compare_with_a_reference_tree(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_vocabularies", ROOT / "tools" / "make_vocabularies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    vocabulary = get_vocabulary("imagenet21k-p")
+    descriptions = {key: name.replace(" ", "_") for key, name in zip(vocabulary.keys, vocabulary.names)}
+    tree = tmp_path / "imagenet21k_miil_tree.pth"
+    torch.save({"class_description": descriptions, "class_tree_list": [[0]] * len(descriptions)}, tree)
+    assert module.compare_imagenet21k_p(tree) == []
+    descriptions["n00326094"] = "rock_climb"
+    del descriptions["n00007846"]
+    as_json = tmp_path / "ImageNet21k_synsets.json.xz"
+    with lzma.open(as_json, "wt") as f:
+        json.dump({"class_description": descriptions}, f)
+    assert module.compare_imagenet21k_p(as_json) == [("n00007846", "person", None),
+                                                     ("n00326094", "rock climbing", "rock climb")]

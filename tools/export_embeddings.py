@@ -5,6 +5,11 @@ Example::
 
     python tools/export_embeddings.py --prompt pomp_vit_b16.pt --vocabulary lvis --out lvis_pomp.npy
     python tools/export_embeddings.py --clip-model ViT-B-16 --hard-prompt "a photo of a" --names "cat,dog" --out x.npy
+    python tools/export_embeddings.py --vocabulary lvis --out lvis_pomp_b32.npy --prompt \\
+        hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
+
+The CLIP (model, weights, activation) is the one the prompt file records unless --clip-model/--clip-pretrained
+say otherwise (then with a warning); the CLIP used is printed on stderr and in the JSON summary.
 
 Detic's own files are float16 and unnormalised (Detic normalises at load time); so are ours unless
 ``--normalize`` / ``--float32`` are given.
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pomp_plugins.prompt import vocabulary_embeddings
+from pomp_plugins.prompt import EmbeddingCache, class_embeddings, load_for_prompt, prompted_encoder
 from pomp_plugins.prompt.cli import (
     add_clip_arguments,
     add_prompt_arguments,
@@ -43,23 +48,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     vocabulary = vocabulary_from_args(args)
-    embeddings = vocabulary_embeddings(
-        vocabulary,
-        **prompt_from_args(args),
-        clip_model=args.clip_model,
-        clip_pretrained=clip_pretrained(args),
-        device=args.device,
-        dtype=args.dtype,
-        cache=not args.no_cache,
-        normalize=args.normalize,
-        progress=True,
-    )
+    clip, prompt = load_for_prompt(args.prompt, args.clip_model, clip_pretrained(args), args.device, args.dtype)
+    print(clip.describe(), file=sys.stderr)
+    encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=prompt_from_args(args)["hard_prompt"])
+    cache = None if args.no_cache else EmbeddingCache()
+    embeddings = class_embeddings(encoder, vocabulary.names, cache, normalize=args.normalize, progress=True)
     array = embeddings.numpy().astype(np.float32 if args.float32 else np.float16)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, array)
     print(json.dumps({"out": str(out), "shape": list(array.shape), "dtype": str(array.dtype),
-                      "vocabulary": vocabulary.name}))
+                      "vocabulary": vocabulary.name, "clip_model": clip.name, "clip_pretrained": clip.pretrained,
+                      "clip_activation": clip.activation}))
     return 0
 
 

@@ -22,6 +22,11 @@ EXAMPLES = """examples:
   eval_zeroshot.py --data imagenet21k_resized/imagenet21k_val --vocabulary imagenet21k-p \\
       --prompt output/pomp/prompt.pt --device cuda --out results.json
   eval_zeroshot.py --data my_images --names-file names.txt --clip-model ViT-B-16 --templates openai
+  eval_zeroshot.py --data DATA/val --vocabulary imagenet1k --prompt \\
+      hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
+
+The CLIP (model, weights, activation) is the one the prompt file records unless --clip-model/--clip-pretrained
+say otherwise (then with a warning).
 """
 
 
@@ -76,6 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise FileNotFoundError(f"{args.data} has class folders but no images")
 
     clip, prompt = load_for_prompt(args.prompt, args.clip_model, clip_pretrained(args), args.device, args.dtype)
+    print(clip.describe(), file=sys.stderr)
     if args.templates:
         prompt_kwargs, described = {"templates": args.templates}, f"{args.templates} template ensemble"
     elif prompt is not None:
@@ -100,6 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "prompt": described,
         "clip_model": clip.name,
         "clip_pretrained": clip.pretrained,
+        "clip_activation": clip.activation,
         "per_class_top1": {key: None if acc != acc else 100.0 * acc
                            for key, acc in zip(dataset_tree.keys, per_class.tolist())},
     }

@@ -337,7 +337,8 @@ class Pretrainer:
                 "num_sampled": self.num_sampled, "log_base": config.log_base, "epochs": config.epochs,
                 "shots": config.shots, "seed": config.seed, "world_size": self.dist.world_size,
                 "data": config.data, "vocabulary": config.vocabulary, **extra}
-        return Prompt(self.encoder.ctx.detach().cpu(), self.clip.name, self.clip.pretrained, meta=meta)
+        return Prompt(self.encoder.ctx.detach().cpu(), self.clip.name, self.clip.pretrained, meta=meta,
+                      clip_quick_gelu=self.clip.quick_gelu)
 
     def _finish(self) -> Path:
         ctx = self.encoder.ctx.detach().cpu().contiguous()

@@ -1,7 +1,10 @@
-"""On-disk cache of class embeddings, keyed by content: (prompt, CLIP weights, dtype, class names).
+"""On-disk cache of class embeddings, keyed by everything they depend on.
 
-The key hashes the prompt's ``ctx`` values and a fingerprint of the frozen text tower's weights, never file names,
-so a changed prompt or other weights can never hit a stale entry. Entries are ``.npy`` float32 files written
+The key hashes, never file names: the prompt's exact ``ctx`` values; a fingerprint of the frozen text tower's
+weights (values and dtype, so the model, its weights and its precision); the tower's architecture as its module
+tree prints it (so the activation, QuickGELU or GELU, and any other structural choice); the token ids the prompt
+template gives a probe name (so the template, ``n_ctx`` and the context length); and the class names in order.
+Entries hold unnormalised float32 embeddings (normalising happens after reading), as ``.npy`` files written
 atomically; the default folder is ``$POMP_CACHE_DIR`` or ``~/.cache/pomp_plugins/embeddings``.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 from .atomic import atomic_write
 from .text_encoder import PromptedTextEncoder
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the key covers the architecture (activation) and the template
 
 
 def default_cache_dir() -> Path:
@@ -43,9 +46,17 @@ def tensor_fingerprint(module: nn.Module) -> str:
 
 
 def encoder_fingerprint(encoder: PromptedTextEncoder) -> str:
-    """Content hash of a prompted encoder: its exact ``ctx`` values and its text tower's weights."""
+    """Content hash of a prompted encoder: its exact ``ctx`` values, its text tower's weights and architecture
+    (``repr`` lists every module with its settings, e.g. ``QuickGELU()`` or ``GELU(approximate='none')``), and the
+    token layout its template gives a probe name."""
     ctx = encoder.ctx.detach().float().cpu().contiguous().numpy()
-    return hashlib.sha256(ctx.tobytes() + str(ctx.shape).encode() + tensor_fingerprint(encoder.tower).encode()).hexdigest()
+    layout = encoder.tokenize(["{name}"], device="cpu").ids.tolist()
+    parts = [ctx.tobytes(), str(ctx.shape), tensor_fingerprint(encoder.tower), repr(encoder.tower), str(layout)]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 class EmbeddingCache:
@@ -55,7 +66,9 @@ class EmbeddingCache:
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def key(self, encoder: PromptedTextEncoder, names: Sequence[str]) -> str:
-        payload = {"format": CACHE_FORMAT, "encoder": encoder_fingerprint(encoder), "names": list(names)}
+        """The entry name for ``names`` through ``encoder`` (see the module docstring for what it covers)."""
+        payload = {"format": CACHE_FORMAT, "stored": "unnormalised float32", "encoder": encoder_fingerprint(encoder),
+                   "names": list(names)}
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
 
     def get_or_compute(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:

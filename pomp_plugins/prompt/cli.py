@@ -6,7 +6,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from .classifier import EmbeddingFileError
-from .clip import WeightsUnavailableError
+from .clip import WeightsUnavailableError, normalize_pretrained
 from .embedder import DEFAULT_PRETRAINED
 from .prompt_file import PromptFileError
 from .text_encoder import PromptWidthError
@@ -32,13 +32,14 @@ def run_tool(
 
 
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("CLIP")
+    group = parser.add_argument_group("CLIP (by default the one the prompt file records)")
     group.add_argument("--clip-model", default=None,
                        help="open_clip model name (default: the prompt file's model, else ViT-B-16; "
                             "pomp-tiny is a tiny random-weight model for tests and demos)")
     group.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED,
                        help="open_clip weights tag (openai, laion2b_s34b_b88k, ...), a local weights file, "
-                            "or 'none' for random weights (default: %(default)s)")
+                            "'none' for random weights, or 'auto': the weights the prompt file records, else "
+                            "openai (default: %(default)s). Other weights than the prompt's are used with a warning.")
     group.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     group.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="precision of the frozen CLIP weights; auto = bf16 on CUDA, fp32 otherwise")
@@ -46,7 +47,8 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_prompt_arguments(parser: argparse.ArgumentParser, hard_prompt_default: str | None = None) -> None:
     group = parser.add_argument_group("prompt").add_mutually_exclusive_group(required=hard_prompt_default is None)
-    group.add_argument("--prompt", default=None, help="POMP prompt file (ours or the reference checkpoint format)")
+    group.add_argument("--prompt", default=None,
+                       help="POMP prompt file (ours or a reference checkpoint), or hf-hub:ORG/REPO[/FILE]")
     group.add_argument("--hard-prompt", default=hard_prompt_default,
                        help="a fixed phrase put before each class name instead of a learned prompt, "
                             "e.g. 'a photo of a'")
@@ -60,8 +62,8 @@ def add_vocabulary_arguments(parser: argparse.ArgumentParser, required: bool = T
 
 
 def clip_pretrained(args: argparse.Namespace) -> str | None:
-    """``--clip-pretrained none`` means random weights."""
-    return None if str(args.clip_pretrained).lower() == "none" else args.clip_pretrained
+    """``--clip-pretrained none`` means random weights; ``auto`` (the default) the prompt file's weights."""
+    return normalize_pretrained(args.clip_pretrained)
 
 
 def vocabulary_from_args(args: argparse.Namespace) -> Vocabulary:

@@ -2,7 +2,9 @@
 
 Sources, never re-typed by hand:
 - ``imagenet21k-p`` (10,450 winter'21 classes POMP trains on), ``imagenet21k`` (21,843): timm's synset files,
-  named by the first WordNet lemma of timm's ``imagenet_synset_to_lemma.txt``;
+  named by the first WordNet lemma of timm's ``imagenet_synset_to_lemma.txt``. For ``imagenet21k-p`` these are
+  exactly the reference's names (``class_description`` of Alibaba-MIIL's semantic tree, ``_`` read as a space);
+  ``tools/make_vocabularies.py --compare-imagenet21k-p`` checks that against the tree;
 - ``imagenet1k``: open_clip's ``IMAGENET_CLASSNAMES`` (OpenAI's cleaned names), keyed by timm's synsets;
 - ``lvis``, ``coco``: detectron2's metadata; ``coco-stuff``, ``voc``, ``ade20k``, ``pascal-context``: mmseg's
   dataset ``METAINFO``. The core may not import either toolkit, so these are stored in ``data/vocabularies.json``,
