@@ -10,6 +10,6 @@ _base_ = [
 model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.4, mask_threshold=0.3),
-        text_classifier=dict(classes=dict(dataset='CityscapesDataset'), split=None,
+        text_classifier=dict(classes=dict(_delete_=True, dataset='CityscapesDataset'), split=None,
                              prompt='pomp_vit_b16_coco-stuff.pt')))
 test_cfg = dict(type='TestLoop')
