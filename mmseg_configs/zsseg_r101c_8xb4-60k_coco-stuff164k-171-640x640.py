@@ -12,6 +12,8 @@ train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]))
-model = dict(decode_head=dict(text_classifier=dict(split=None)))
+# trained on all 171 classes; the CLIP ensemble still weighs the 15 unseen classes of the 156/15 split as unseen, as
+# ZSSeg's COCO-Stuff test set (its trainable_flag) does
+model = dict(decode_head=dict(text_classifier=dict(split=None), clip_stage=dict(split='coco-stuff-156-15')))
 val_evaluator = dict(split=None)
 test_evaluator = val_evaluator

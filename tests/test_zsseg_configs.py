@@ -50,6 +50,9 @@ def test_every_zsseg_config_is_listed_and_holds_its_datasets_values():
         assert cfg.test_evaluator.split == split, name
     assert load("zsseg-vild_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py").model.decode_head.text_classifier \
         .templates == "vild"
+    # POMP's 171-class model is tested on ZSSeg's COCO-Stuff test set, whose trainable_flag is the 156/15 split
+    assert load("zsseg_r101c_8xb4-60k_coco-stuff164k-171-640x640.py").model.decode_head.clip_stage.split == \
+        "coco-stuff-156-15"
 
 
 def test_data_recipes_are_zsseg_s():

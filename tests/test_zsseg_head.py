@@ -262,6 +262,18 @@ def test_clip_stage_in_the_head_needs_images_and_can_take_its_own_prompt(tiny_cl
     assert out.shape == (1, 5, 32, 32) and torch.isfinite(out).all()
 
 
+def test_the_clip_ensemble_can_weigh_classes_by_another_split_than_training():
+    text = dict(zsseg_cfg()["text_classifier"], split=None)  # trained on every class
+    head = MODELS.build(zsseg_cfg(text_classifier=text, clip_stage=dict(weight=0.8)))
+    assert not head.ensemble_seen.any()  # no split: every class counts as unseen
+    head = MODELS.build(zsseg_cfg(text_classifier=text, clip_stage=dict(weight=0.8, split=dict(unseen=["water"]))))
+    assert head.ensemble_seen.tolist() == [True, True, True, False, True] and head.classifier.trained.all()
+    head.set_vocabulary(["sky", "lava"])  # the ensemble's split no longer fits: back to the classifier's
+    assert head.ensemble_split is None and not head.ensemble_seen.any()
+    with pytest.raises(VocabularyError, match="lava"):
+        MODELS.build(zsseg_cfg(clip_stage=dict(weight=0.8, split=dict(unseen=["lava"]))))
+
+
 def test_bad_input_fails_at_build_time(tmp_path):
     text = zsseg_cfg()["text_classifier"]
     no_classes = {k: v for k, v in text.items() if k != "classes"}

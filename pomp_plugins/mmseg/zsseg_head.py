@@ -15,17 +15,18 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
+from mmengine.logging import print_log
 from mmseg.models.decode_heads.maskformer_head import MaskFormerHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, SampleList
 from torch import nn
 
-from pomp_plugins.prompt import load_for_prompt
+from pomp_plugins.prompt import VocabularyError, load_for_prompt
 
 from .classifier import VocabularyClassifier
 from .clip_stage import CLIPProposalClassifier
-from .vocabulary import ClassesSpec, SplitSpec
+from .vocabulary import ClassesSpec, SplitSpec, load_split
 
 TEXT_SOURCES = ("prompt", "hard_prompt", "templates", "embedding_file")
 
@@ -76,8 +77,10 @@ class ZSSegHead(MaskFormerHead):
             ``loss_cls.class_weight = [1] * C + [no_object_weight]`` for its vocabulary, so configs leave it unset.
         clip_stage: ``dict(weight=0.8, mask_threshold=0.5, temperature=100.0)`` for ZSSeg's CLIP region
             classification at test time (needs ``ZSSegEncoderDecoder``), optionally with ``text=dict(prompt=... |
-            hard_prompt=... | templates=...)``: a second prompt for the regions (ZSSeg's separate adapter); without it
-            the regions are scored against the head's class embeddings. ``None``: the head alone.
+            hard_prompt=... | templates=...)``: a second prompt for the regions (ZSSeg's separate adapter; without it
+            the regions are scored against the head's class embeddings), and ``split=``: the seen classes of the
+            ensemble when they differ from the trained ones (ZSSeg weighs the COCO-Stuff test classes by the 156/15
+            split even for a model trained on all 171). ``None``: the head alone.
         in_index: which backbone levels to read (default: all, in order).
         feat_channels, out_channels, num_queries, pixel_decoder, transformer_decoder, positional_encoding,
         enforce_decoder_input_project, loss_cls, loss_mask, loss_dice, train_cfg, align_corners, ignore_index,
@@ -112,6 +115,7 @@ class ZSSegHead(MaskFormerHead):
         self.in_index = self_in_index
         self.no_object_weight = no_object_weight
         self.cls_embed = QueryTextClassifier(kwargs["feat_channels"], classifier, **(class_embed or {}))
+        self.ensemble_split = None
         self.clip_stage, self.clip_text = self._build_clip_stage(clip_stage) if clip_stage else (None, None)
 
     @staticmethod
@@ -126,6 +130,10 @@ class ZSSegHead(MaskFormerHead):
     def _build_clip_stage(self, clip_stage: dict) -> tuple[CLIPProposalClassifier, Optional[VocabularyClassifier]]:
         clip_stage = dict(clip_stage)
         text = clip_stage.pop("text", None)
+        split = clip_stage.pop("split", None)
+        self.ensemble_split = load_split(split) if split is not None else None
+        if self.ensemble_split is not None:
+            self.ensemble_split.masks(self.classifier.vocabulary)  # a class missing from the vocabulary fails here
         source = self.classifier.text_source
         if text is not None:
             if not any(text.get(k) is not None for k in TEXT_SOURCES):
@@ -151,9 +159,24 @@ class ZSSegHead(MaskFormerHead):
         self.classifier.set_vocabulary(classes, split)
         if self.clip_text is not None:
             self.clip_text.set_vocabulary(self.classifier.vocabulary, self.classifier.split)
+        if self.ensemble_split is not None:
+            try:
+                self.ensemble_split.masks(self.classifier.vocabulary)
+            except VocabularyError:
+                print_log(f"ZSSegHead: the CLIP ensemble's split {self.ensemble_split.name!r} does not fit the new "
+                          "vocabulary; the ensemble now follows the text classifier's split", logger="current")
+                self.ensemble_split = None
         self.num_classes = self.out_channels = self.classifier.num_classes
         self.class_weight = self._class_weight(self.num_classes, self.no_object_weight)
         self.loss_cls.class_weight = self.class_weight
+
+    @property
+    def ensemble_seen(self) -> torch.Tensor:
+        """``[C]`` bool: the classes the CLIP ensemble treats as seen (the stage's ``split``, else the trained ones
+        of the text classifier's split; none without a split)."""
+        if self.ensemble_split is None:
+            return self.classifier.seen
+        return self.ensemble_split.masks(self.classifier.vocabulary)[0].to(self.classifier.seen.device)
 
     def forward(self, x: Sequence[torch.Tensor], batch_data_samples: Optional[SampleList] = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,8 +228,9 @@ class ZSSegHead(MaskFormerHead):
                 raise ValueError("ZSSegHead's clip_stage needs the input images: use type='ZSSegEncoderDecoder' "
                                  "as the segmentor")
             text = self.clip_text if self.clip_text is not None else self.classifier
+            seen = self.ensemble_seen
             probs = torch.stack([
-                self.clip_stage.ensemble(p, image, m, text.class_embeddings, self.classifier.seen)
+                self.clip_stage.ensemble(p, image, m, text.class_embeddings, seen)
                 for p, image, m in zip(probs, images, masks)
             ])
         return torch.einsum("bqc,bqhw->bchw", probs, masks)
