@@ -106,13 +106,13 @@ class ZSSegHead(MaskFormerHead):
                              "decides the number of classes): remove class_weight from loss_cls")
         classifier = VocabularyClassifier(**text_classifier)
         in_channels = list(in_channels)
-        self_in_index = list(range(len(in_channels))) if in_index is None else [int(i) for i in in_index]
-        if len(self_in_index) != len(in_channels):
-            raise ValueError(f"ZSSegHead: in_index {self_in_index} selects {len(self_in_index)} levels but "
-                             f"in_channels lists {len(in_channels)}")
+        levels = list(range(len(in_channels))) if in_index is None else [int(i) for i in in_index]
+        if len(levels) != len(in_channels):
+            raise ValueError(f"ZSSegHead: in_index {levels} selects {len(levels)} levels but in_channels lists "
+                             f"{len(in_channels)}")
         loss_cls = ConfigDict(loss_cls, class_weight=self._class_weight(classifier.num_classes, no_object_weight))
         super().__init__(num_classes=classifier.num_classes, in_channels=in_channels, loss_cls=loss_cls, **kwargs)
-        self.in_index = self_in_index
+        self.in_index = levels
         self.no_object_weight = no_object_weight
         self.cls_embed = QueryTextClassifier(kwargs["feat_channels"], classifier, **(class_embed or {}))
         self.ensemble_split = None
