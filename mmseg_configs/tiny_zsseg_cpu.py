@@ -1,23 +1,17 @@
 # A tiny ZSSeg that trains on CPU in seconds, on the synthetic dataset of pomp_plugins.mmseg.toy_data
-# (`python -m pomp_plugins.mmseg.toy_data data/pomp_toy`): ResNet-18 at 1/8 width, a 2-layer decoder with 8
-# queries, and the random-weight `pomp-tiny` CLIP with the hard prompt "a photo of a" (no download needed).
+# (`python -m pomp_plugins.mmseg.toy_data data/pomp_toy`): the real ZSSeg model config (_base_/models/zsseg_r101c.py:
+# mmseg's MaskFormer parts, losses and assigner with ZSSeg's values) shrunk to a ResNet-18 at 1/8 width, a 2-layer
+# decoder with 8 queries, and the random-weight `pomp-tiny` CLIP with the hard prompt "a photo of a" (no download).
 # 5 classes; "water" is unseen (ignored in training, scored in testing). Used by the tests and the demo.
-_base_ = ['./_base_/runtime.py']
+_base_ = ['./_base_/models/zsseg_r101c.py', './_base_/runtime.py']
 data_root = 'data/pomp_toy'
 classes = ('sky', 'grass', 'road', 'water', 'snow')
 split = dict(unseen=['water'])
-norm_cfg = dict(type='BN', requires_grad=True)
+width = 32
+attention = dict(embed_dims=width, num_heads=4, attn_drop=0.0, proj_drop=0.0)
 model = dict(
-    type='ZSSegEncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size_divisor=32),
     backbone=dict(
+        _delete_=True,
         type='ResNetV1c',
         depth=18,
         stem_channels=16,
@@ -26,35 +20,37 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         dilations=(1, 1, 1, 1),
         strides=(1, 2, 2, 2),
-        norm_cfg=norm_cfg,
+        norm_cfg=dict(type='BN', requires_grad=True),
         style='pytorch'),
     decode_head=dict(
-        type='ZSSegHead',
         in_channels=[8, 16, 32, 64],
-        channels=32,
+        feat_channels=width,
+        out_channels=width,
         num_queries=8,
-        num_decoder_layers=2,
-        num_heads=4,
-        feedforward_channels=64,
-        decoder_dropout=0.0,
-        norm_cfg=dict(type='GN', num_groups=8, requires_grad=True),
+        pixel_decoder=dict(norm_cfg=dict(type='GN', num_groups=8)),
+        positional_encoding=dict(num_feats=width // 2),
+        transformer_decoder=dict(
+            num_layers=2,
+            layer_cfg=dict(self_attn_cfg=attention, cross_attn_cfg=attention,
+                           ffn_cfg=dict(embed_dims=width, feedforward_channels=64, ffn_drop=0.0))),
+        class_embed=dict(hidden_channels=64),
         clip_stage=dict(weight=0.8, mask_threshold=0.5),
         text_classifier=dict(
+            _delete_=True,
             classes=list(classes),
             split=split,
             hard_prompt='a photo of a',
             clip_model='pomp-tiny',
             clip_pretrained='none',
-            temperature=50.0)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+            temperature=100.0)))
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
-train_pipeline = test_pipeline[:2] + [dict(type='IgnoreUnseenClasses', split=split, classes=list(classes))] + test_pipeline[2:]
+train_pipeline = (test_pipeline[:2] + [dict(type='IgnoreUnseenClasses', split=split, classes=list(classes))]
+                  + test_pipeline[2:])
 dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=dict(classes=classes), img_suffix='.png',
                seg_map_suffix='.png')
 train_dataloader = dict(

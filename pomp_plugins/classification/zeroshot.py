@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Optional, Sequence
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,10 +14,8 @@ from ..prompt.cache import EmbeddingCache, class_embeddings
 from ..prompt.clip import LoadedClip
 from ..prompt.embedder import prompted_encoder
 from ..prompt.prompt_file import Prompt
-from ..prompt.text_encoder import FrozenTextTower, HardPromptEncoder
+from ..prompt.templates import TEMPLATE_SETS, template_embeddings  # noqa: F401 (TEMPLATE_SETS: the CLI's choices)
 from .image_folder import Batch
-
-TEMPLATE_SETS: dict[str, Sequence[Callable[[str], str]]] = {"openai": open_clip.OPENAI_IMAGENET_TEMPLATES}
 
 
 def text_classifier(
@@ -34,8 +31,9 @@ def text_classifier(
     """L2-normalised class embeddings ``[C, D]`` float32 on CLIP's device.
 
     Exactly one of: ``prompt`` (a learned POMP prompt), ``hard_prompt`` (a phrase, ``"a photo of a"`` makes
-    ``"a photo of a {name}."``) or ``templates`` (``"openai"``: the 80 templates of OpenAI's ImageNet zero-shot
-    ensemble that open_clip ships; each class is the normalised mean of its normalised template embeddings).
+    ``"a photo of a {name}."``) or ``templates`` (a set of ``pomp_plugins.prompt.templates``: ``"openai"`` /
+    ``"imagenet80"``, the 80 templates of OpenAI's ImageNet zero-shot ensemble, or ``"vild"``; each class is the
+    normalised mean of its normalised template embeddings).
     """
     if sum(x is not None for x in (prompt, hard_prompt, templates)) != 1:
         raise ValueError("give exactly one of a prompt file, a hard prompt, or a template set")
@@ -44,13 +42,7 @@ def text_classifier(
         encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=hard_prompt)
         features = class_embeddings(encoder, names, cache, batch_size=batch_size, progress=progress)
         return features.to(device)
-    if templates not in TEMPLATE_SETS:
-        raise ValueError(f"unknown template set {templates!r}; known: {', '.join(TEMPLATE_SETS)}")
-    template_set = TEMPLATE_SETS[templates]
-    texts = [template(name) for name in names for template in template_set]
-    with torch.no_grad():
-        features = HardPromptEncoder(FrozenTextTower(clip.model)).encode_texts(texts, batch_size, True, progress)
-    return F.normalize(features.view(len(names), len(template_set), -1).mean(dim=1), dim=-1)
+    return template_embeddings(clip, names, templates, batch_size, progress)
 
 
 def model_dtype(module: nn.Module) -> torch.dtype:

@@ -7,7 +7,7 @@ vocabulary is swapped, never per step; they are a non-persistent buffer, so chec
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +32,9 @@ class VocabularyClassifier(nn.Module):
         classes: the class list (see :func:`resolve_classes`).
         split: a zero-shot split (see :func:`load_split`), or ``None`` when every class is trained on.
         prompt: a POMP prompt file (ours or the reference format); or ``hard_prompt``: a fixed phrase such as
-            ``'a photo of a'``; or ``embedding_file``: a Detic-style ``.npy`` ``[C, D]`` in class order.
+            ``'a photo of a'``; or ``templates``: a template ensemble (``'imagenet80'``, ``'vild'`` or a list of
+            ``'{}'`` templates, see :mod:`pomp_plugins.prompt.templates`); or ``embedding_file``: a Detic-style
+            ``.npy`` ``[C, D]`` in class order.
         clip_model, clip_pretrained: the CLIP the prompt belongs to (``clip_pretrained='none'``: random weights).
         temperature: the cosine logit scale.
     """
@@ -47,13 +49,18 @@ class VocabularyClassifier(nn.Module):
         clip_model: Optional[str] = None,
         clip_pretrained: Optional[str] = "openai",
         temperature: float = 50.0,
+        templates: Optional[str | Sequence[str]] = None,
     ):
         super().__init__()
-        if embedding_file is None and (prompt is None) == (hard_prompt is None):
+        if sum(x is not None for x in (prompt, hard_prompt, templates, embedding_file)) != 1:
             raise ValueError("text_classifier needs exactly one of prompt= (a POMP prompt file), hard_prompt= "
-                             "(e.g. 'a photo of a') or embedding_file= (a .npy of class embeddings)")
-        self.text_source = dict(prompt=prompt, hard_prompt=hard_prompt, embedding_file=embedding_file,
-                                clip_model=clip_model, clip_pretrained=_pretrained(clip_pretrained))
+                             "(e.g. 'a photo of a'), templates= ('imagenet80', 'vild' or a list) or embedding_file= "
+                             "(a .npy of class embeddings)")
+        if templates is not None and not isinstance(templates, str):
+            templates = tuple(templates)
+        self.text_source = dict(prompt=prompt, hard_prompt=hard_prompt, templates=templates,
+                                embedding_file=embedding_file, clip_model=clip_model,
+                                clip_pretrained=_pretrained(clip_pretrained))
         vocabulary, split, embeddings = self._embed(classes, split)
         self.classifier = TextEmbeddingClassifier(embeddings, temperature=temperature)
         self.register_buffer("trained", torch.empty(0, dtype=torch.bool), persistent=False)

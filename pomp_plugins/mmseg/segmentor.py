@@ -49,11 +49,14 @@ def set_vocabulary(segmentor: EncoderDecoder, classes: ClassesSpec, split: Optio
     heads += list(auxiliary) if isinstance(auxiliary, nn.ModuleList) else [auxiliary] if auxiliary else []
     swapped = False
     for head in heads:
-        classifier = text_classifier_of(head)
-        if classifier is None:
-            continue
-        classifier.set_vocabulary(classes, split)
-        head.num_classes = head.out_channels = classifier.num_classes
+        if hasattr(head, "set_vocabulary"):  # ZSSegHead: its CLIP stage and class weights follow
+            head.set_vocabulary(classes, split)
+        else:
+            classifier = text_classifier_of(head)
+            if classifier is None:
+                continue
+            classifier.set_vocabulary(classes, split)
+            head.num_classes = head.out_channels = classifier.num_classes
         swapped |= head is segmentor.decode_head
     if not swapped:
         raise TypeError(f"{type(segmentor.decode_head).__name__} has no text classifier: use ZSSegHead or "

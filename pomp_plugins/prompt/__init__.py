@@ -7,6 +7,7 @@ from .embedder import ClipMismatchWarning, load_for_prompt, prompted_encoder, vo
 from .loss import LocalContrastPlan, correction_margin, plan_local_contrast, pomp_loss, sample_negatives
 from .atomic import atomic_save, atomic_write, atomic_write_text
 from .prompt_file import Prompt, PromptFileError, load_prompt, resolve_prompt_path, save_prompt
+from .templates import TEMPLATE_SETS, get_templates, template_embeddings
 from .text_encoder import (
     FrozenTextTower,
     HardPromptEncoder,
@@ -33,5 +34,6 @@ __all__ = [
     "sample_negatives", "Prompt", "PromptFileError", "atomic_save", "atomic_write", "atomic_write_text",
     "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
     "PromptWidthError", "TokenizedPrompts", "tokenize", "VOCABULARY_NAMES", "Vocabulary", "VocabularyError",
-    "custom_vocabulary", "get_vocabulary", "read_names_file", "resolve_vocabulary",
+    "custom_vocabulary", "get_vocabulary", "read_names_file", "resolve_vocabulary", "TEMPLATE_SETS", "get_templates",
+    "template_embeddings",
 ]

@@ -52,8 +52,10 @@ def classifier_weights(
     clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
     device: str | torch.device = "cpu",
     dim: Optional[int] = None,
+    templates: Optional[str | Sequence[str]] = None,
 ) -> torch.Tensor:
-    """Class embeddings ``[C, D]`` float32 from an embedding file, or from a prompt over ``vocabulary``.
+    """Class embeddings ``[C, D]`` float32 from an embedding file, or from a prompt (learned, hard or a template
+    ensemble) over ``vocabulary``.
 
     An embedding file wins when given; if a vocabulary is given too, their class counts must agree.
     Raises ``EmbeddingFileError`` on a class-count or dimension mismatch, naming both numbers.
@@ -67,7 +69,8 @@ def classifier_weights(
     if vocabulary is None:
         raise ValueError("class embeddings need either an embedding file or a vocabulary")
     weights = vocabulary_embeddings(vocabulary, prompt=prompt, hard_prompt=hard_prompt, clip_model=clip_model,
-                                    clip_pretrained=clip_pretrained, device=device, normalize=False)
+                                    clip_pretrained=clip_pretrained, device=device, normalize=False,
+                                    templates=templates)
     if dim is not None and weights.shape[1] != dim:
         raise EmbeddingFileError(f"CLIP {clip_model} gives {weights.shape[1]}-d text embeddings, but the "
                                  f"classifier expects dimension {dim}")

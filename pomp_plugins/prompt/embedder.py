@@ -15,6 +15,7 @@ import torch
 from .cache import EmbeddingCache, class_embeddings
 from .clip import LoadedClip, WeightsUnavailableError, load_clip, normalize_pretrained
 from .prompt_file import Prompt, load_prompt
+from .templates import template_embeddings
 from .text_encoder import FrozenTextTower, PromptedTextEncoder, PromptWidthError
 from .vocabularies import Vocabulary
 
@@ -119,16 +120,24 @@ def vocabulary_embeddings(
     cache: bool | EmbeddingCache = True,
     normalize: bool = True,
     progress: bool = False,
+    templates: Optional[str | Sequence[str]] = None,
 ) -> torch.Tensor:
     """Classifier weights ``[C, D]`` float32 on CPU for the classes of ``vocabulary`` (a ``Vocabulary`` or names).
 
+    The text comes from exactly one of ``prompt`` (a learned prompt), ``hard_prompt`` (a phrase) or ``templates``
+    (a template ensemble, see :mod:`.templates`; always normalised, never cached: ensembles are the baselines).
     The CLIP is chosen as in :func:`load_for_prompt`. ``cache``: ``True`` for the default ``EmbeddingCache()``,
     another cache, or ``False``. Through a cache, a second call with the same prompt, CLIP and names reads a
     file instead of running CLIP.
     """
+    names = vocabulary.names if isinstance(vocabulary, Vocabulary) else list(vocabulary)
+    if templates is not None:
+        if prompt is not None or hard_prompt is not None:
+            raise ValueError("give exactly one of prompt, hard_prompt or templates")
+        clip, _ = load_for_prompt(None, clip_model, clip_pretrained, device, dtype)
+        return template_embeddings(clip, names, templates, progress=progress).float().cpu()
     clip, prompt = load_for_prompt(prompt, clip_model, clip_pretrained, device, dtype)
     encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=hard_prompt)
-    names = vocabulary.names if isinstance(vocabulary, Vocabulary) else list(vocabulary)
     if cache is True:
         cache = EmbeddingCache()
     return class_embeddings(encoder, names, cache or None, normalize=normalize, progress=progress)

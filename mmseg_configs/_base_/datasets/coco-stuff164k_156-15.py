@@ -1,5 +1,5 @@
-# COCO-Stuff-164k (171 classes) in mmseg's layout (see mmseg's dataset preparation guide), zero-shot 156/15:
-# training ignores the 15 unseen classes' pixels; validation and test score all 171.
+# COCO-Stuff-164k (171 classes) in mmseg's layout, mmseg's own recipe at crop 512 (the drop-in configs), zero-shot
+# 156/15: training ignores the 15 unseen classes' pixels; validation and test score all 171.
 dataset_type = 'COCOStuffDataset'
 data_root = 'data/coco_stuff164k'
 split = 'coco-stuff-156-15'
