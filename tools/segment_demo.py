@@ -7,7 +7,7 @@
 
 Without --vocabulary/--names/--names-file the config's classes are used. A new vocabulary has no seen/unseen
 split, so a CLIP stage weighs every class as unseen (as ZSSeg does). Prints JSON: the classes found and the
-fraction of the image each covers. The checkpoint is unpickled in full: use checkpoints you trust.
+fraction of the image each covers.
 """
 import argparse
 import colorsys
@@ -20,7 +20,7 @@ from mmengine.config import Config, DictAction
 from mmseg.apis import inference_model, init_model
 from mmseg.visualization import SegLocalVisualizer
 
-from pomp_plugins.mmseg import text_classifier_of, trusted_local_checkpoints
+from pomp_plugins.mmseg import text_classifier_of
 from pomp_plugins.prompt import VOCABULARY_NAMES
 from pomp_plugins.prompt.cli import add_vocabulary_arguments, run_tool, vocabulary_from_args
 
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
         vocabulary = vocabulary_from_args(args)
         text_classifier.update(classes=args.vocabulary if args.vocabulary in VOCABULARY_NAMES else
                                list(vocabulary.keys), split=None)
-    with trusted_local_checkpoints():
-        model = init_model(cfg, args.checkpoint, device=args.device)
+    model = init_model(cfg, args.checkpoint, device=args.device)
     names = list(text_classifier_of(model.decode_head).vocabulary.names)
 
     result = inference_model(model, args.image)
