@@ -114,7 +114,7 @@ def test_tuning_loss_is_ce_of_masked_crops_against_the_seen_prompts_and_decrease
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0], losses
     with pytest.raises(ValueError, match=r"untrained classes \[3\]"):
         tuner(images[:1], masks[:1], torch.tensor([3]))

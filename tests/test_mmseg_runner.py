@@ -80,13 +80,26 @@ def test_checkpoints_unpickle_with_weights_only_and_nothing_else_does(trained, t
     assert isinstance(state["message_hub"]["log_scalars"]["train/loss"], HistoryBuffer)
     assert np.isfinite(state["message_hub"]["log_scalars"]["train/loss"].data[0]).all()
     needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint))
-    allowed = {f"{g.__module__}.{g.__qualname__}" for g in CHECKPOINT_GLOBALS}
+    allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in CHECKPOINT_GLOBALS}
     assert needed <= allowed, needed - allowed
 
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {}, "meta": {"hook": pickle.PickleError()}}, other)
     with pytest.raises(pickle.UnpicklingError, match="PickleError"):
         torch.load(other)
+    torch.save({"meta": AttributeOf(HistoryBuffer, "__init__")}, other)
+    with pytest.raises(pickle.UnpicklingError, match="'__init__'.* is not allowed"):
+        torch.load(other)
+
+
+class AttributeOf:
+    """Pickles as ``getattr(owner, name)``."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return getattr, (self.owner, self.name)
 
 
 def test_our_test_tool_writes_the_metrics(trained, tmp_path):

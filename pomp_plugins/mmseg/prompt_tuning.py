@@ -292,7 +292,7 @@ def tune_prompt(tuner: RegionPromptTuner, dataset: MaskCropDataset, recipe: Tuni
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        losses.append(float(out["loss"]))
+        losses.append(out["loss"].item())
         if log is not None and ((step + 1) % log_interval == 0 or step + 1 == recipe.iters):
             log({"iter": step + 1, "loss": losses[-1], "accuracy": float(out["accuracy"]), "lr": lr})
     return losses
