@@ -78,9 +78,9 @@ def toy(tmp_path_factory):
 
 def fixed_batch(toy_root: Path, size: int, count: int = 8):
     dataset_cfg = Config.fromfile(str(CONFIG)).train_dataloader.dataset
-    _, load, load_labels = load_segmentation_samples(dict(dataset_cfg, data_root=str(toy_root)))
-    pairs = [(i, int(c)) for i in range(4) for c in np.unique(load_labels(i)) if SEEN[c]]
-    crops = MaskCropDataset(load, pairs, size)
+    samples = load_segmentation_samples(dict(dataset_cfg, data_root=str(toy_root)))
+    pairs = [(i, int(c)) for i in range(4) for c in np.unique(samples.load_labels(i)) if SEEN[c]]
+    crops = MaskCropDataset(samples.load, pairs, size)
     items = [crops[k] for k in range(min(count, len(crops)))]
     return tuple(torch.stack([torch.as_tensor(item[j]) for item in items]) for j in range(3))
 
@@ -118,6 +118,20 @@ def test_tuning_loss_is_ce_of_masked_crops_against_the_seen_prompts_and_decrease
     assert losses[-1] < 0.9 * losses[0], losses
     with pytest.raises(ValueError, match=r"untrained classes \[3\]"):
         tuner(images[:1], masks[:1], torch.tensor([3]))
+
+
+def test_samples_read_concatenated_datasets_image_by_image(toy):
+    dataset_cfg = dict(Config.fromfile(str(CONFIG)).train_dataloader.dataset, data_root=str(toy))
+    single = load_segmentation_samples(dataset_cfg)
+    both = load_segmentation_samples(dict(type="ConcatDataset", datasets=[dataset_cfg, dataset_cfg]))
+    assert single.count == 4 and both.count == 8 and tuple(both.classes) == TOY_CLASSES
+    image, labels = both.load(5)
+    np.testing.assert_array_equal(image, single.load(1)[0])
+    np.testing.assert_array_equal(labels, single.load_labels(1))
+    import cv2
+    bgr = cv2.imread(str(toy / "img_dir" / "train" / "001.png"))
+    np.testing.assert_array_equal(image, bgr[..., ::-1])  # RGB
+    np.testing.assert_array_equal(labels, cv2.imread(str(toy / "ann_dir" / "train" / "001.png"), 0))
 
 
 def load_tool(name: str):

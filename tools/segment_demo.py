@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Segment an image with any vocabulary: a colour-coded PNG with a legend (mmseg's SegLocalVisualizer).
 
-    python tools/segment_demo.py mmseg_configs/zsseg_r101_coco-stuff-156-15_512x512_60k.py CHECKPOINT \\
+    python tools/segment_demo.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py CHECKPOINT \\
         --image street.jpg --names "car,bus,road,tree,sky,person" --out street_seg.png
     python tools/segment_demo.py CONFIG CHECKPOINT --image x.jpg --vocabulary ade20k --out x_seg.png
 

@@ -2,11 +2,11 @@
 """POMP's prompt-tuning stage for segmentation: fine-tune a POMP prompt on crops of seen-class ground-truth masks of
 a segmentation config's training set, and write the tuned prompt file that the segmentation configs then use frozen.
 
-    python tools/tune_prompt_seg.py mmseg_configs/<coco-stuff config>.py --init pomp_vit_b16.pt \\
-        --out pomp_vit_b16_coco-stuff-156.pt --device cuda                       # 16k iterations, batch 32
-    python tools/tune_prompt_seg.py mmseg_configs/<voc config>.py --init pomp_vit_b16.pt \\
-        --out pomp_vit_b16_voc-15.pt --recipe voc --device cuda                  # 3.2k iterations, 128 crops/class
-    python tools/train.py mmseg_configs/<coco-stuff config>.py \\
+    python tools/tune_prompt_seg.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \\
+        --init pomp_vit_b16.pt --out pomp_vit_b16_coco-stuff-156.pt --device cuda     # 16k iterations, batch 32
+    python tools/tune_prompt_seg.py mmseg_configs/zsseg_r101c_8xb2-20k_voc12aug-15-5-512x512.py \\
+        --init pomp_vit_b16.pt --out pomp_vit_b16_voc-15.pt --recipe voc --device cuda  # 3.2k iterations
+    python tools/train.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \\
         --cfg-options model.decode_head.text_classifier.prompt=pomp_vit_b16_coco-stuff-156.pt
 
 The config gives the data (train_dataloader.dataset, read without its augmentations), the classes, the split and the

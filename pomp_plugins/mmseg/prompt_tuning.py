@@ -298,28 +298,56 @@ def tune_prompt(tuner: RegionPromptTuner, dataset: MaskCropDataset, recipe: Tuni
     return losses
 
 
-def load_segmentation_samples(dataset_cfg: dict):
-    """An mmseg dataset from its config, read without its training augmentations.
+@dataclass
+class SegmentationSamples:
+    """The images of a segmentation dataset config, read without its training augmentations.
 
-    Returns ``(dataset, load, load_labels)``: ``load(i)`` -> ``(image [H, W, 3] uint8 RGB, labels [H, W] int64)``
-    and ``load_labels(i)`` -> labels only, both as mmseg's ``LoadAnnotations`` gives them (``reduce_zero_label``
-    and the dataset's label map applied, ignored pixels 255).
+    ``load(i)`` -> ``(image [H, W, 3] uint8 RGB, labels [H, W] int64)`` and ``load_labels(i)`` -> labels only, both
+    as mmseg's ``LoadAnnotations`` gives them (``reduce_zero_label`` and the dataset's label map applied, ignored
+    pixels 255); ``classes``: the dataset's class names (``None`` if it names none).
     """
+
+    classes: Optional[Sequence[str]]
+    count: int
+    load: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    load_labels: Callable[[int], np.ndarray]
+
+
+def _leaf_datasets(cfg: dict) -> list[dict]:
+    """The plain datasets inside ``ConcatDataset`` / ``RepeatDataset`` configs (each image once)."""
+    kind = cfg.get("type")
+    if kind == "ConcatDataset":
+        return [leaf for sub in cfg["datasets"] for leaf in _leaf_datasets(sub)]
+    if kind == "RepeatDataset":
+        return _leaf_datasets(cfg["dataset"])
+    return [cfg]
+
+
+def load_segmentation_samples(dataset_cfg: dict) -> SegmentationSamples:
+    """:class:`SegmentationSamples` of an mmseg dataset config (plain, or ``ConcatDataset`` / ``RepeatDataset``)."""
+    import bisect
+
     from mmcv.transforms import LoadImageFromFile
     from mmseg.datasets.transforms import LoadAnnotations
     from mmseg.registry import DATASETS
 
-    dataset = DATASETS.build({**dataset_cfg, "pipeline": [], "serialize_data": False})
+    datasets = [DATASETS.build({**leaf, "pipeline": [], "serialize_data": False})
+                for leaf in _leaf_datasets(dict(dataset_cfg))]
+    starts = np.cumsum([0] + [len(d) for d in datasets]).tolist()
     load_image, load_annotations = LoadImageFromFile(), LoadAnnotations()
 
+    def info(index: int) -> dict:
+        which = bisect.bisect_right(starts, index) - 1
+        return dict(datasets[which].get_data_info(index - starts[which]))
+
     def load_labels(index: int) -> np.ndarray:
-        return load_annotations(dict(dataset.get_data_info(index)))["gt_seg_map"].astype(np.int64)
+        return load_annotations(info(index))["gt_seg_map"].astype(np.int64)
 
     def load(index: int) -> tuple[np.ndarray, np.ndarray]:
-        results = load_annotations(load_image(dict(dataset.get_data_info(index))))
+        results = load_annotations(load_image(info(index)))
         return np.ascontiguousarray(results["img"][..., ::-1]), results["gt_seg_map"].astype(np.int64)
 
-    return dataset, load, load_labels
+    return SegmentationSamples(datasets[0].metainfo.get("classes"), starts[-1], load, load_labels)
 
 
 def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = TuningRecipe(),
@@ -356,15 +384,14 @@ def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = T
     clip, prompt = load_for_prompt(init, clip_model, clip_pretrained, device=device, dtype=dtype)
     encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=init_phrase if prompt is None else None)
 
-    dataset, load, load_labels = load_segmentation_samples(cfg.train_dataloader.dataset)
-    dataset_classes = dataset.metainfo.get("classes")
-    if dataset_classes is not None and len(dataset_classes) != len(vocabulary):
-        raise ValueError(f"the dataset has {len(dataset_classes)} classes but the text classifier scores "
+    samples = load_segmentation_samples(cfg.train_dataloader.dataset)
+    if samples.classes is not None and len(samples.classes) != len(vocabulary):
+        raise ValueError(f"the dataset has {len(samples.classes)} classes but the text classifier scores "
                          f"{len(vocabulary)} ({vocabulary.name!r}): they must be the same list")
-    classes_per_image = scan_classes(load_labels, len(dataset), len(vocabulary), index_file)
+    classes_per_image = scan_classes(samples.load_labels, samples.count, len(vocabulary), index_file)
     seen_ids = torch.nonzero(seen).flatten().tolist()
     pairs = sample_pairs(classes_per_image, seen_ids, recipe.sample_per_class, recipe.seed)
-    crops = MaskCropDataset(load, pairs, clip.image_size, recipe)
+    crops = MaskCropDataset(samples.load, pairs, clip.image_size, recipe)
     tuner = RegionPromptTuner(clip, encoder, vocabulary.names, seen, recipe.temperature, recipe.fill).to(device)
     losses = tune_prompt(tuner, crops, recipe, device, num_workers, log, log_interval)
 
