@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
             if not torch.isfinite(total):
                 raise FloatingPointError(f"{name}: the training loss is {float(total)} ({losses})")
             total.backward()
-            train_losses[name] = float(total)
+            train_losses[name] = float(total.detach())
 
         calls[name] = (head, infer, train_step)
 
