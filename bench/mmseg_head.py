@@ -87,7 +87,7 @@ def samples(batch: int, size: int, device: torch.device) -> list:
         labels = torch.randint(0, 171, (1, size // 32, size // 32), device=device)
         labels = torch.nn.functional.interpolate(labels[None].float(), size=(size, size), mode="nearest")[0].long()
         labels[unseen.to(device)[labels]] = 255
-        sample = SegDataSample()
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size)))
         sample.gt_sem_seg = PixelData(data=labels)
         out.append(sample)
     return out
