@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Segment an image with any vocabulary: a colour-coded PNG with a legend (mmseg's SegLocalVisualizer).
 
-    python tools/segment_demo.py mmseg_configs/zsseg_r101_coco-stuff-156-15_512x512_60k.py CHECKPOINT \\
+    python tools/segment_demo.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py CHECKPOINT \\
         --image street.jpg --names "car,bus,road,tree,sky,person" --out street_seg.png
     python tools/segment_demo.py CONFIG CHECKPOINT --image x.jpg --vocabulary ade20k --out x_seg.png
 
 Without --vocabulary/--names/--names-file the config's classes are used. A new vocabulary has no seen/unseen
 split, so a CLIP stage weighs every class as unseen (as ZSSeg does). Prints JSON: the classes found and the
-fraction of the image each covers. The checkpoint is unpickled in full: use checkpoints you trust.
+fraction of the image each covers.
 """
 import argparse
 import colorsys
@@ -20,7 +20,7 @@ from mmengine.config import Config, DictAction
 from mmseg.apis import inference_model, init_model
 from mmseg.visualization import SegLocalVisualizer
 
-from pomp_plugins.mmseg import text_classifier_of, trusted_local_checkpoints
+from pomp_plugins.mmseg import text_classifier_of
 from pomp_plugins.prompt import VOCABULARY_NAMES
 from pomp_plugins.prompt.cli import add_vocabulary_arguments, run_tool, vocabulary_from_args
 
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
         vocabulary = vocabulary_from_args(args)
         text_classifier.update(classes=args.vocabulary if args.vocabulary in VOCABULARY_NAMES else
                                list(vocabulary.keys), split=None)
-    with trusted_local_checkpoints():
-        model = init_model(cfg, args.checkpoint, device=args.device)
+    model = init_model(cfg, args.checkpoint, device=args.device)
     names = list(text_classifier_of(model.decode_head).vocabulary.names)
 
     result = inference_model(model, args.image)

@@ -1,19 +1,19 @@
 #!/usr/bin/env python
 """Train an mmseg model from a config (mmengine ``Runner``), e.g. a POMP zero-shot segmentor.
 
-    python tools/train.py mmseg_configs/zsseg_r101_coco-stuff-156-15_512x512_60k.py --work-dir work_dirs/zsseg
+    python tools/train.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py --work-dir work_dirs/zsseg
     torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch        # distributed (mmengine launcher)
 
-Arguments as mmseg's own ``tools/train.py``. Local checkpoints (``--resume``, ``load_from``) are unpickled in full,
-which torch >= 2.6 refuses by default for mmengine's checkpoints: use checkpoints you trust.
+The same as mmseg's own ``tools/train.py`` (same arguments, same Runner calls), for users without an
+mmsegmentation source checkout; mmseg's own script runs our configs too.
 """
 import argparse
 import sys
 
 from mmengine.config import Config
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pomp_plugins.mmseg import trusted_local_checkpoints
 from pomp_plugins.mmseg.runner_args import add_runner_arguments, load_runner_config
 
 
@@ -36,9 +36,9 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def main(argv=None) -> int:
-    runner = Runner.from_cfg(build_config(parse_args(argv)))
-    with trusted_local_checkpoints():
-        runner.train()
+    cfg = build_config(parse_args(argv))
+    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    runner.train()
     return 0
 
 

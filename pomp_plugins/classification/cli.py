@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 from ..prompt.cache import EmbeddingCache
 from ..prompt.cli import add_clip_arguments, add_prompt_arguments, add_vocabulary_arguments, clip_pretrained
 from ..prompt.embedder import DEFAULT_HARD_PROMPT, load_for_prompt
+from ..prompt.templates import TEMPLATE_SETS
 from ..prompt.vocabularies import resolve_vocabulary
 from .image_folder import ImageFolder, ImageListDataset, collate_skipping
-from .zeroshot import TEMPLATE_SETS, evaluate, text_classifier
+from .zeroshot import evaluate, text_classifier
 
 EXAMPLES = """examples:
   eval_zeroshot.py --data imagenet21k_resized/imagenet21k_val --vocabulary imagenet21k-p \\

@@ -14,7 +14,7 @@ from ..prompt.cache import EmbeddingCache, class_embeddings
 from ..prompt.clip import LoadedClip
 from ..prompt.embedder import prompted_encoder
 from ..prompt.prompt_file import Prompt
-from ..prompt.templates import TEMPLATE_SETS, template_embeddings  # noqa: F401 (TEMPLATE_SETS: the CLI's choices)
+from ..prompt.templates import template_embeddings
 from .image_folder import Batch
 
 

@@ -1,36 +1,46 @@
-"""Loading mmengine checkpoints under torch >= 2.6.
+"""mmengine checkpoints under torch >= 2.6: let ``torch.load``'s default ``weights_only=True`` read them.
 
-``torch.load`` now defaults to ``weights_only=True``, and mmengine 0.10.7 calls it without the argument, so its
-own checkpoints (which pickle the message hub's ``HistoryBuffer`` and numpy values) fail to load with an
-``UnpicklingError``. Inside :func:`trusted_local_checkpoints`, mmengine's loader for local files (the ``''``
-scheme of ``CheckpointLoader``) unpickles fully instead. Only this repo's entry points (``tools/train.py``,
-``tools/test.py``, ``tools/segment_demo.py``) enter it, around the runner: use them with checkpoints you trust,
-i.e. your own, as with any pickle. Nothing changes at import time.
+mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, and its checkpoints pickle more than tensors: the
+message hub's ``HistoryBuffer`` (logged values as numpy arrays) and numpy scalars in the runtime info. torch then
+refuses them ("Weights only load failed"), in mmseg's own ``tools/test.py``, ``--resume`` and ``load_from`` alike.
+
+Importing this package (which every config of ours does through ``custom_imports``) adds exactly those types to
+torch's allow-list (``torch.serialization.add_safe_globals``): ``HistoryBuffer``, what numpy needs to rebuild
+numeric arrays and scalars, and, under the name ``builtins.getattr`` (a ``HistoryBuffer`` pickles its statistics
+methods as ``getattr(HistoryBuffer, 'mean')``), a ``getattr`` that returns those methods and nothing else. The loader
+stays ``weights_only``: anything else in a pickle is still refused.
 """
 from __future__ import annotations
 
-import contextlib
-import os.path as osp
-from typing import Iterator
+import pickle
 
+import numpy as np
 import torch
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.logging import HistoryBuffer
+
+_STATISTICS = ("min", "max", "current", "mean")
 
 
-def load_from_local_trusted(filename: str, map_location=None) -> dict:
-    """mmengine's local-file loader with ``weights_only=False``."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f"{filename} can not be found.")
-    return torch.load(filename, map_location=map_location, weights_only=False)
+def history_buffer_statistic(owner: type, name: str):
+    """``getattr`` for unpickling, limited to ``HistoryBuffer``'s statistics methods.
+
+    Raises:
+        pickle.UnpicklingError: any other attribute of any other object.
+    """
+    if owner is HistoryBuffer and (name in _STATISTICS or name in HistoryBuffer._statistics_methods):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f"weights_only load: getattr({owner!r}, {name!r}) is not allowed (only "
+                                 f"HistoryBuffer's statistics methods {_STATISTICS} are)")
 
 
-@contextlib.contextmanager
-def trusted_local_checkpoints() -> Iterator[None]:
-    """Within the block, mmengine loads local checkpoint files with full unpickling; restored on exit."""
-    previous = CheckpointLoader._schemes[""]
-    CheckpointLoader.register_scheme("", load_from_local_trusted, force=True)
-    try:
-        yield
-    finally:
-        CheckpointLoader.register_scheme("", previous, force=True)
+def _numpy_globals() -> list:
+    """What unpickling a numeric numpy array or scalar calls: ``_reconstruct``, ``scalar``, ``ndarray``, ``dtype``
+    and the dtype classes of booleans, integers and floats."""
+    numpy_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+    multiarray = np._core.multiarray if numpy_2 else np.core.multiarray
+    kinds = ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *(type(np.dtype(k)) for k in kinds)]
+
+
+CHECKPOINT_GLOBALS: tuple = (HistoryBuffer, *_numpy_globals(), (history_buffer_statistic, "builtins.getattr"))
+torch.serialization.add_safe_globals(list(CHECKPOINT_GLOBALS))

@@ -1,8 +1,9 @@
-# Drop-in text classifier on mmseg's stock FCN (ResNet-50-D8): the decode and auxiliary heads are ordinary
-# FCNHeads whose 1x1 conv_seg is replaced, through config alone, by a projection to CLIP's text space and cosine
-# logits against POMP class embeddings (type='TextClassifierHead', head_type='FCNHead'). Trained on COCO-Stuff's
-# 156 seen classes, tested on all 171. The same two keys turn any head with a conv_seg (UPerHead, PSPHead,
-# ASPPHead...) open-vocabulary. mmseg's 80k schedule.
+# Drop-in text classifier on mmseg's stock UPerNet (ResNet-50): the UPerHead and its auxiliary FCNHead are stock
+# heads whose 1x1 conv_seg is replaced, through config alone, by a projection to CLIP's text space and cosine logits
+# against POMP class embeddings (type='TextClassifierHead', head_type='UPerHead' / 'FCNHead'). Trained on
+# COCO-Stuff's 156 seen classes (unseen pixels ignored, unseen logits masked), tested on all 171. mmseg's 80k
+# schedule, 4 GPUs x 4 images. Every key but the two heads' type / head_type / text_classifier is mmseg's
+# upernet_r50 model.
 _base_ = [
     './_base_/datasets/coco-stuff164k_156-15.py',
     './_base_/runtime.py',
@@ -11,7 +12,7 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 text_classifier = dict(
     classes='coco-stuff',
     split='coco-stuff-156-15',
-    prompt='pomp_vit_b16.pt',  # your POMP prompt file (ours or the released reference checkpoint)
+    prompt='pomp_vit_b16.pt',  # your POMP prompt file (ours, the released reference one, or a tuned one)
     clip_model='ViT-B-16',
     clip_pretrained='openai',
     temperature=50.0)
@@ -31,21 +32,20 @@ model = dict(
         depth=50,
         num_stages=4,
         out_indices=(0, 1, 2, 3),
-        dilations=(1, 1, 2, 4),
-        strides=(1, 2, 1, 1),
+        dilations=(1, 1, 1, 1),
+        strides=(1, 2, 2, 2),
         norm_cfg=norm_cfg,
         norm_eval=False,
         style='pytorch',
         contract_dilation=True),
     decode_head=dict(
         type='TextClassifierHead',
-        head_type='FCNHead',
+        head_type='UPerHead',
         text_classifier=text_classifier,
-        in_channels=2048,
-        in_index=3,
+        in_channels=[256, 512, 1024, 2048],
+        in_index=[0, 1, 2, 3],
+        pool_scales=(1, 2, 3, 6),
         channels=512,
-        num_convs=2,
-        concat_input=True,
         dropout_ratio=0.1,
         norm_cfg=norm_cfg,
         align_corners=False,
