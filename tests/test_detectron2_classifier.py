@@ -113,6 +113,25 @@ def test_config_embeddings_from_a_prompt_or_a_detic_npy(tmp_path):
                                               "MODEL.ROI_HEADS.NUM_CLASSES", 1203))
 
 
+def test_a_template_ensemble_as_the_classifier(tiny_clip):
+    """MODEL.POMP.TEMPLATES: each class the normalised mean of its names in ViLD's templates, encoded by open_clip."""
+    import open_clip
+
+    from pomp_plugins.prompt import get_templates
+
+    names = ["cat", "traffic light"]
+    cfg = tiny_text_cfg("MODEL.POMP.VOCABULARY", ",".join(names), "MODEL.ROI_HEADS.NUM_CLASSES", 2,
+                        "MODEL.POMP.TEMPLATES", "vild")
+    with torch.no_grad():
+        expected = torch.stack([F.normalize(F.normalize(tiny_clip.model.encode_text(open_clip.tokenize(
+            [template.format(name) for template in get_templates("vild")])), dim=-1).mean(0), dim=-1)
+            for name in names])
+    torch.testing.assert_close(config_class_embeddings(cfg), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(PompConfigError, match="exclude each other"):
+        config_class_embeddings(tiny_text_cfg("MODEL.POMP.VOCABULARY", "cat,dog", "MODEL.ROI_HEADS.NUM_CLASSES", 2,
+                                              "MODEL.POMP.TEMPLATES", "vild", "MODEL.POMP.PROMPT", "p.pt"))
+
+
 def test_one_classifier_per_test_set(tmp_path):
     np.save(tmp_path / "o365.npy", np.random.randn(365, 64).astype(np.float16))
     cfg = tiny_text_cfg("MODEL.RESET_CLS_TESTS", True, "DATASETS.TEST", ("coco_2017_val", "objects365_val", "x"),

@@ -71,12 +71,16 @@ def _add_pomp_keys(cfg: CN) -> None:
     _C.MODEL.POMP.TEST_VOCABULARIES = []
     # POMP prompt file (ours, or the reference {"state_dict": {"ctx": ...}} checkpoint); "" = use HARD_PROMPT.
     _C.MODEL.POMP.PROMPT = ""
-    # The fixed phrase put before each class name when PROMPT is "" (the CLIP zero-shot baseline).
+    # The fixed phrase put before each class name when PROMPT and TEMPLATES are "" (the CLIP zero-shot baseline).
     _C.MODEL.POMP.HARD_PROMPT = "a"
+    # A template ensemble instead of a prompt (the hard-prompt baselines): "imagenet80" (CLIP's 80 ImageNet
+    # templates) or "vild" (ViLD's 14); "" = none. Exclusive with PROMPT.
+    _C.MODEL.POMP.TEMPLATES = ""
     # open_clip model of the text encoder; "" = the model the prompt file names, else ViT-B-16.
     _C.MODEL.POMP.CLIP_MODEL = ""
-    # Its weights: an open_clip tag (openai, ...), a local weights file, or "none" for random weights (tests).
-    _C.MODEL.POMP.CLIP_PRETRAINED = "openai"
+    # Its weights: "auto" (those the prompt file records, else openai), an open_clip tag (openai, ...), a local
+    # weights file, or "none" for random weights (tests).
+    _C.MODEL.POMP.CLIP_PRETRAINED = "auto"
     # Device that encodes the class names at build time; "" = MODEL.DEVICE.
     _C.MODEL.POMP.TEXT_DEVICE = ""
 

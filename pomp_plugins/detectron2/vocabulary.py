@@ -75,12 +75,15 @@ def config_metadata(cfg: CfgNode) -> Metadata:
 def text_encoder_arguments(cfg: CfgNode) -> dict:
     """The prompt and CLIP keyword arguments of ``classifier_weights`` given by ``cfg.MODEL.POMP``."""
     pomp = cfg.MODEL.POMP
-    pretrained = pomp.CLIP_PRETRAINED
+    if pomp.PROMPT and pomp.TEMPLATES:
+        raise PompConfigError(f"MODEL.POMP.PROMPT ({pomp.PROMPT}) and MODEL.POMP.TEMPLATES ({pomp.TEMPLATES}) "
+                              "exclude each other: set one of them to \"\"")
     return {
         "prompt": pomp.PROMPT or None,
-        "hard_prompt": None if pomp.PROMPT else pomp.HARD_PROMPT,
+        "templates": pomp.TEMPLATES or None,
+        "hard_prompt": None if pomp.PROMPT or pomp.TEMPLATES else pomp.HARD_PROMPT,
         "clip_model": pomp.CLIP_MODEL or None,
-        "clip_pretrained": None if pretrained.lower() == "none" else pretrained,
+        "clip_pretrained": pomp.CLIP_PRETRAINED,
         "device": pomp.TEXT_DEVICE or cfg.MODEL.DEVICE,
     }
 

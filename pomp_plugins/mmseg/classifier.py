@@ -13,13 +13,9 @@ import torch
 from torch import nn
 
 from pomp_plugins.prompt import TextEmbeddingClassifier, Vocabulary, classifier_weights
+from pomp_plugins.prompt.embedder import DEFAULT_PRETRAINED
 
 from .vocabulary import ClassesSpec, SplitSpec, ZeroShotSplit, load_split, resolve_classes
-
-
-def _pretrained(tag: Optional[str]) -> Optional[str]:
-    """``'none'`` in a config means random CLIP weights, as on the command line."""
-    return None if tag is None or str(tag).lower() == "none" else tag
 
 
 class VocabularyClassifier(nn.Module):
@@ -35,7 +31,8 @@ class VocabularyClassifier(nn.Module):
             ``'a photo of a'``; or ``templates``: a template ensemble (``'imagenet80'``, ``'vild'`` or a list of
             ``'{}'`` templates, see :mod:`pomp_plugins.prompt.templates`); or ``embedding_file``: a Detic-style
             ``.npy`` ``[C, D]`` in class order.
-        clip_model, clip_pretrained: the CLIP the prompt belongs to (``clip_pretrained='none'``: random weights).
+        clip_model, clip_pretrained: the CLIP (``None`` / ``'auto'``: the model / weights the prompt file records,
+            else ViT-B-16 / ``'openai'``; ``clip_pretrained='none'``: random weights).
         temperature: the cosine logit scale.
     """
 
@@ -47,7 +44,7 @@ class VocabularyClassifier(nn.Module):
         hard_prompt: Optional[str] = None,
         embedding_file: Optional[str | os.PathLike] = None,
         clip_model: Optional[str] = None,
-        clip_pretrained: Optional[str] = "openai",
+        clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
         temperature: float = 50.0,
         templates: Optional[str | Sequence[str]] = None,
     ):
@@ -60,7 +57,7 @@ class VocabularyClassifier(nn.Module):
             templates = tuple(templates)
         self.text_source = dict(prompt=prompt, hard_prompt=hard_prompt, templates=templates,
                                 embedding_file=embedding_file, clip_model=clip_model,
-                                clip_pretrained=_pretrained(clip_pretrained))
+                                clip_pretrained=clip_pretrained)
         vocabulary, split, embeddings = self._embed(classes, split)
         self.classifier = TextEmbeddingClassifier(embeddings, temperature=temperature)
         self.register_buffer("trained", torch.empty(0, dtype=torch.bool), persistent=False)

@@ -364,8 +364,8 @@ def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = T
     Returns a summary: the first and last losses, the number of crops and classes, the output path.
     """
     from pomp_plugins.prompt import Prompt, load_for_prompt, prompted_encoder, save_prompt
+    from pomp_plugins.prompt.embedder import DEFAULT_PRETRAINED
 
-    from .classifier import _pretrained
     from .vocabulary import load_split, resolve_classes
 
     text = dict(cfg.model.decode_head.get("text_classifier") or {})
@@ -380,7 +380,7 @@ def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = T
         init = text.get("prompt")
         if init is None:
             raise ValueError("no initial prompt: give a POMP prompt file (init) or a phrase (init_phrase)")
-    clip_model, clip_pretrained = text.get("clip_model"), _pretrained(text.get("clip_pretrained", "openai"))
+    clip_model, clip_pretrained = text.get("clip_model"), text.get("clip_pretrained", DEFAULT_PRETRAINED)
     clip, prompt = load_for_prompt(init, clip_model, clip_pretrained, device=device, dtype=dtype)
     encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=init_phrase if prompt is None else None)
 

@@ -93,7 +93,7 @@ model = dict(
             split=None,
             prompt='pomp_vit_b16.pt',  # your POMP prompt file (ours or the released reference checkpoint)
             clip_model='ViT-B-16',
-            clip_pretrained='openai',
+            clip_pretrained='auto',
             temperature=100.0)),  # ZSSeg's cosine logit scale
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
