@@ -66,3 +66,13 @@ def test_each_distinct_class_is_encoded_once():
     assert plan.classes.tolist() == [0, 1, 3, 7, 9]
     assert plan.classes[plan.positive_index].tolist() == [3, 3, 7, 1]
     assert plan.classes[plan.negative_index].tolist() == [7, 9, 0]
+
+
+def test_sample_sizes_at_the_bounds_and_the_margin_without_any_real_negative():
+    everything_but_one = sample_negatives(20, 20).tolist()
+    assert len(sample_negatives(20, 2)) == 1 and len(set(everything_but_one)) == 19 and max(everything_but_one) < 20
+    with pytest.raises(ValueError, match="between 2 and the number of classes 20, got 1"):
+        sample_negatives(20, 1)
+    # K = 2 and the one negative is the row's own class: K-1-r = 0 is clamped to 1 (the row has no real negative)
+    assert correction_margin(10, 2, torch.tensor([1, 0])).tolist() == pytest.approx([math.log10(9)] * 2)
+    assert correction_margin(10, 5, torch.tensor([1])).dtype == torch.float32
