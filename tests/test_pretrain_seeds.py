@@ -86,3 +86,32 @@ def test_the_few_shot_split_draws_each_class_from_the_run_seed_and_its_key(tmp_p
         drawn = random.Random(f"{seed}:{key}").sample(files, len(files))
         assert [p for p, l in split.train if l == label] == drawn[:2]
         assert [p for p, l in split.val if l == label] == drawn[2:5]
+
+
+def test_split_files_paths_roots_and_bad_files(tmp_path):
+    import json
+
+    from pomp_plugins.pretrain.config import PretrainError
+    from pomp_plugins.pretrain.split import FewShotSplit, image_root
+
+    make_image_folder(tmp_path / "flat", class_list(2), 3, size=8)  # no train/ folder: the root holds the classes
+    assert image_root(tmp_path / "flat") == tmp_path / "flat"
+    split = draw_split(tmp_path / "flat", shots=1, val_per_class=1, seed=0, names_file=None)
+    assert split.image_root == "." and split.settings == {
+        "seed": 0, "shots": 1, "val_per_class": 1, "vocabulary": None, "names_file": None, "allow_unnamed": False}
+    paths, labels = split.paths(tmp_path / "flat", "val")
+    assert labels == [0, 1] and paths == [str(tmp_path / "flat" / "." / p) for p, _ in split.val]
+    assert all((tmp_path / "flat" / p).is_file() for p, _ in split.train + split.val)
+    split.save(tmp_path / "split.json")
+    stored = json.loads((tmp_path / "split.json").read_text())
+    assert (stored["format"], stored["version"]) == ("pomp-fewshot-split", 1)
+    assert FewShotSplit.load(tmp_path / "split.json") == split
+    (tmp_path / "other.json").write_text(json.dumps({**stored, "format": "something"}))
+    with pytest.raises(PretrainError, match="is not a few-shot split file"):
+        FewShotSplit.load(tmp_path / "other.json")
+    (tmp_path / "newer.json").write_text(json.dumps({**stored, "version": 2}))
+    with pytest.raises(PretrainError, match="version 2 is newer than 1"):
+        FewShotSplit.load(tmp_path / "newer.json")
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(PretrainError, match="is not a few-shot split file"):
+        FewShotSplit.load(tmp_path / "list.json")
