@@ -98,3 +98,10 @@ def test_summary_of_counts_without_images_and_per_class_accuracy():
     summary = counts.summary()
     assert summary["top1"] == pytest.approx(100 / 3) and summary["top5"] == 100.0  # 3 classes: all in the top 5
     assert summary["mean_per_class"] == pytest.approx(25.0) and summary["classes_with_images"] == 2
+
+
+def test_top5_with_fewer_images_than_five_and_more_classes():
+    counts = AccuracyCounts(7)
+    logits = torch.tensor([[7.0, 6, 5, 4, 3, 2, 1], [1.0, 2, 3, 4, 5, 6, 7]])
+    counts.update(logits, torch.tensor([4, 1]))  # ranked 5th (a top-5 hit) and 6th (a miss)
+    assert counts.counts.tolist() == [[0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0, 0]]
