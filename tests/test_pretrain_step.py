@@ -89,6 +89,7 @@ def test_the_step_keeps_the_local_correction_margin_on(tiny_clip):
     features = F.normalize(torch.randn(4, 64, generator=torch.Generator().manual_seed(3)), dim=-1)
     labels, negatives = [3, 3, 50, 50], group_negatives(len(NAMES), K, seed=2, step=0, group=0)
     step = make_step(tiny_clip)
+    assert not step.fixed_shapes and step.captured is None  # the eager layout unless asked for CUDA graphs
     text = step.encoder.encode_names(NAMES, normalize=False)
     with torch.no_grad():
         with_margin = reference_group_loss(features, dict(enumerate(text)), labels, negatives.tolist())
