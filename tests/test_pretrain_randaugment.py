@@ -108,6 +108,8 @@ def test_every_op_is_its_pil_operation_with_dassls_arguments():
 def test_arguments_reach_the_transforms_and_bad_ones_are_errors():
     import pytest
 
+    assert train_augmentation(24).transforms[0].scale == (0.08, 1.0)  # CLIP's and Dassl's default crop scale
+    assert train_augmentation(24, randaugment="torchvision").transforms[2].magnitude == 9
     augmentation = train_augmentation(24, crop_scale_min=0.3, randaugment_ops=3, randaugment_prob=0.25)
     crop, flip, rand, to_tensor = augmentation.transforms
     assert crop.size == (24, 24) and crop.scale == (0.3, 1.0) and crop.interpolation == T.InterpolationMode.BICUBIC

@@ -31,6 +31,7 @@ def test_derived_seeds_are_seed_sequence_words_and_the_tags_are_distinct():
     words = {parts: int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) for parts in
              [(s, 1) for s in range(8)]}
     assert any(w >= 2**63 for w in words.values()) and any(w < 2**63 for w in words.values())
+    assert all(derive_seed(*parts) == word % 2**63 for parts, word in words.items())
     assert (AUGMENTATION, ORDER, NEGATIVES) == (TAG_AUGMENTATION, TAG_ORDER, TAG_NEGATIVES)
     assert len({AUGMENTATION, ORDER, NEGATIVES, PROMPT_INIT}) == 4
 
@@ -115,3 +116,18 @@ def test_split_files_paths_roots_and_bad_files(tmp_path):
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(PretrainError, match="is not a few-shot split file"):
         FewShotSplit.load(tmp_path / "list.json")
+
+
+def test_only_the_main_process_draws_the_split_and_everyone_waits_for_it(tmp_path):
+    from pomp_plugins.pretrain.split import prepare_split
+
+    make_image_folder(tmp_path / "data", class_list(2), 3, size=8)
+    settings = dict(shots=1, val_per_class=1, seed=0, vocabulary=None, names_file=None, allow_unnamed=False)
+    waited = []
+    with pytest.raises(FileNotFoundError):  # another rank: never draws, reads what the main process wrote
+        prepare_split(tmp_path / "split.json", tmp_path / "data", False, lambda: waited.append("rank 1"), **settings)
+    assert waited == ["rank 1"] and not (tmp_path / "split.json").exists()
+    split = prepare_split(tmp_path / "split.json", tmp_path / "data", True, lambda: waited.append("rank 0"),
+                          **settings)
+    assert waited == ["rank 1", "rank 0"] and split == draw_split(tmp_path / "data", **settings)
+    assert prepare_split(tmp_path / "split.json", tmp_path / "data", False, lambda: None, **settings) == split
