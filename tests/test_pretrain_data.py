@@ -188,5 +188,6 @@ def test_sampler_lengths_resumes_and_no_data():
     assert len(GroupSampler(10, 2, 3, 0, 1, seed=0, epoch=0, start=5)) == 0
     assert [len(g) for g in GroupSampler(10, 2, 3, 0, 1, seed=0, epoch=0)] == [2, 2, 2, 2, 2, 0]
     assert len(GroupSampler(12, 2, 4, 1, 2, seed=0, epoch=0)) == 4  # 2 steps x 2 groups of this rank
+    assert list(GroupSampler(1, 2, 1, 0, 1, seed=0, epoch=4)) == [[(4, 0)]]  # a single image is enough
     with pytest.raises(ValueError, match="no training images"):
         GroupSampler(0, 2, 3, 0, 1, seed=0, epoch=0)

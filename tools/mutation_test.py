@@ -37,7 +37,8 @@ MODULES: dict[str, list[str]] = {
     "pomp_plugins/prompt/loss.py": ["tests/test_loss.py"],
     "pomp_plugins/prompt/text_encoder.py": ["tests/test_text_encoder.py", "tests/test_pretrain_text_encoder.py"],
     "pomp_plugins/prompt/classifier.py": ["tests/test_classifier.py"],
-    "pomp_plugins/pretrain/data.py": ["tests/test_pretrain_data.py", "tests/test_pretrain_seeds.py"],
+    "pomp_plugins/pretrain/data.py": ["tests/test_pretrain_data.py", "tests/test_pretrain_seeds.py",
+                                      "tests/test_pretrain_randaugment.py"],
     "pomp_plugins/pretrain/split.py": ["tests/test_pretrain_data.py", "tests/test_pretrain_seeds.py"],
     "pomp_plugins/pretrain/randaugment.py": ["tests/test_pretrain_randaugment.py"],
     "pomp_plugins/pretrain/gradient.py": ["tests/test_pretrain_step.py"],
@@ -218,8 +219,9 @@ def rerun_survivors(module: str) -> None:
             mutant = SimpleNamespace(**trial["mutant"])
             target.write_text("".join(mutate_lines(mutant, original.splitlines(keepends=True))))
             code, failed = _run_tests(Path(work), timeout=180)
-            rerun[mutant_key(trial)] = {"exit": code, "killed_by": failed if code else None}
-            print(f"{module}:{mutant.lineno} {mutant_line(trial)!r}: {failed or 'survives'}", flush=True)
+            killed_by = "timed out" if code is None else None if code == 0 else failed or f"pytest exit {code}"
+            rerun[mutant_key(trial)] = {"exit": code, "killed_by": killed_by}
+            print(f"{module}:{mutant.lineno} {mutant_line(trial)!r}: {killed_by or 'survives'}", flush=True)
         target.write_text(original)
     data["rerun"], data["rerun_tests"] = rerun, MODULES[module]
     out.write_text(json.dumps(data, indent=1) + "\n")
