@@ -91,3 +91,15 @@ def test_weights_from_a_hard_prompt_are_open_clips_unnormalised_text_features(ti
         expected = tiny_clip.model.encode_text(open_clip.tokenize([f"a photo of a {n}." for n in names]))
     assert (weights - expected).abs().max() < 1e-5 * expected.abs().max()
     assert not torch.allclose(weights.norm(dim=1), torch.ones(3))  # as stored: not normalised
+
+
+def test_weights_from_a_prompt_file_use_its_ctx_and_the_clip_it_names(tiny_clip, tmp_path):
+    from pomp_plugins.prompt import Prompt, save_prompt
+    from test_zeroshot_metrics import coop_text_features
+
+    ctx = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    save_prompt(Prompt(ctx, clip_model="pomp-tiny"), tmp_path / "prompt.pt")
+    weights = classifier_weights(["cat", "dog"], prompt=tmp_path / "prompt.pt", clip_pretrained=None)  # no clip_model
+    with torch.no_grad():
+        expected = coop_text_features(tiny_clip.model, ctx, ["cat", "dog"])
+    assert (F.normalize(weights, dim=-1) - expected).abs().max() < 1e-5
