@@ -64,7 +64,8 @@ def test_defaults_no_bias_bad_shapes_and_the_features_dtype():
     assert half.dtype == torch.float16 and torch.allclose(half.float(), expected, atol=0.1)
     assert list(dict(classifier.named_parameters())) == []
     with_bias = TextEmbeddingClassifier(embeddings, bias=0.0)
-    assert isinstance(with_bias.bias, torch.nn.Parameter) and with_bias.bias.item() == 0.0 and with_bias.bias.requires_grad
+    assert isinstance(with_bias.bias, torch.nn.Parameter) and with_bias.bias.requires_grad
+    assert with_bias.bias.item() == 0.0
     with pytest.raises(EmbeddingFileError, match=r"must be \[C, D\], got \(6,\)"):
         classifier.set_class_embeddings(torch.randn(6))
     with pytest.raises(EmbeddingFileError, match=r"must be \[C, D\]"):

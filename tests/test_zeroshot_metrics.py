@@ -76,7 +76,7 @@ def test_evaluate_counts_each_class_against_hand_ranked_logits(tiny_clip):
     counts, skipped = evaluate(tiny_clip, text, batches)
     assert skipped == ["a.png", "b.png"]
 
-    top1, top5, total = torch.zeros(7, dtype=torch.long), torch.zeros(7, dtype=torch.long), torch.zeros(7, dtype=torch.long)
+    top1, top5, total = (torch.zeros(7, dtype=torch.long) for _ in range(3))
     with torch.no_grad():
         logits = F.normalize(tiny_clip.model.encode_image(images), dim=-1) @ text.t()
     for row, label in enumerate(labels.tolist()):

@@ -251,7 +251,8 @@ def rerun_survivors(module: str) -> None:
 
 def mutant_key(trial: dict) -> str:
     mutant = trial["mutant"]
-    return f"{mutant['lineno']}:{mutant['col_offset']}:{mutant['end_lineno']}:{mutant['end_col_offset']}:{mutant['text']}"
+    where = (mutant["lineno"], mutant["col_offset"], mutant["end_lineno"], mutant["end_col_offset"], mutant["text"])
+    return ":".join(map(str, where))
 
 
 def mutant_line(trial: dict) -> str:
@@ -291,13 +292,15 @@ def build_report() -> dict:
         still = [s for s in survivors if not s["killed_by"]]
         killed_after = len(trials) - len(still)
         generated = data.get("generated", len(trials))
-        modules.append({"module": module, "generated": generated, "mutants": len(trials), "killed_before": len(killed_before),
+        modules.append({"module": module, "generated": generated, "mutants": len(trials),
+                        "killed_before": len(killed_before),
                         "survived_before": len(survivors), "killed_after": killed_after,
                         "survived_after": len(still), "score_after": round(killed_after / max(len(trials), 1), 4),
                         "tests_before": data["tests"], "tests_after": data.get("rerun_tests", data["tests"]),
                         "wall_s": data.get("wall_s"), "skip_mutators": data.get("skip_mutators", []),
                         "survivors": survivors})
-        lines.append(f"| `{module}` | {generated} | {len(trials)} | {len(killed_before)} | {len(survivors)} | {killed_after} "
+        lines.append(f"| `{module}` | {generated} | {len(trials)} | {len(killed_before)} | {len(survivors)} "
+                     f"| {killed_after} "
                      f"| {len(still)} | {100 * killed_after / max(len(trials), 1):.1f}% "
                      f"| {', '.join(f'`{t}`' for t in modules[-1]['tests_after'])} |")
         if survivors:
