@@ -107,3 +107,12 @@ def test_tower_sizes_a_linear_projection_and_the_room_left_for_a_name(tiny_clip)
         tokenize(["a"], n_ctx=75)
     with pytest.raises(ValueError, match="no prompts to encode"):
         PromptedTextEncoder.from_clip(tiny_clip.model, 4).encode_names([])
+
+
+def test_towers_that_pool_a_class_token_are_refused(tiny_clip):
+    import copy
+
+    model = copy.deepcopy(tiny_clip.model)
+    model.cls_emb = torch.nn.Parameter(torch.zeros(64))  # CoCa-style: pools a class token, not the EOT
+    with pytest.raises(NotImplementedError, match="OpenAI-style text tower"):
+        FrozenTextTower(model)
