@@ -107,7 +107,7 @@ def test_the_flat_function_cuda_graphs_capture_is_the_step_and_empty_groups_add_
     inputs = step.prepare(torch.tensor([3, 3, 7, 7]), negatives)
     assert len(inputs.plan.classes) == K - 1 + 2 and inputs.rows == 4
     loss, gradient = step.loss_and_gradient(features, inputs)
-    flat_loss, flat_gradient = step._flat_loss_and_gradient(features, *PompStep._flatten(inputs))
+    flat_loss, flat_gradient = step._flat_loss_and_gradient(features, *step._flatten(inputs))  # as accumulate calls it
     assert float(flat_loss) == float(loss) and torch.equal(flat_gradient, gradient)
     assert step.encoder.ctx.grad is step.gradient.grad and not step.gradient.grad.any()  # nothing written yet
     empty = step.prepare(torch.tensor([], dtype=torch.long), negatives)
