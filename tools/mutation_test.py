@@ -67,11 +67,14 @@ SURVIVORS: dict[tuple[str, int, str], str] = {
     ("pomp_plugins/pretrain/objective.py", 57, "None"): GPU_ONLY,
     ("pomp_plugins/pretrain/objective.py", 112, "encoder.tower.packable"): GPU_ONLY,
     ("pomp_plugins/pretrain/objective.py", 114, "None"): GPU_ONLY,
+    ("pomp_plugins/prompt/text_encoder.py", 180, "False"): "equivalent on a CPU (only CPU-to-CUDA copies take this "
+        "branch); on a GPU a blocking copy gives the same values, only later",
+    ("pomp_plugins/prompt/text_encoder.py", 226, "-1"): "equivalent: `cumsum` over the last dimension of a 1-D tensor "
+        "is over dimension 0",
     ("pomp_plugins/classification/zeroshot.py", 31, "4097"): BATCHING,
     ("pomp_plugins/classification/zeroshot.py", 31, "4095"): BATCHING,
     ("pomp_plugins/classification/zeroshot.py", 81, "True"): "harmless: `dynamic=True` compiles shape-generic "
         "code for the same features (the tools compile only on request; slower, not different)",
-    ("pomp_plugins/classification/zeroshot.py", 129, "True"): "harmless: a progress bar by default (display only)",
     ("pomp_plugins/classification/zeroshot.py", 130, "' '"): "harmless: the progress bar's length (display only; "
         "ignored while the bar is off)",
 }
@@ -257,6 +260,8 @@ def mutant_key(trial: dict) -> str:
 
 def mutant_line(trial: dict) -> str:
     mutant = trial["mutant"]
+    if mutant["mutator_name"] == "Decorator":
+        return f"{mutant['text'].splitlines()[0].strip()}  (its decorator removed)"
     diff = [line[1:].strip() for line in (mutant.get("unified_diff") or "").splitlines()
             if line.startswith("+") and not line.startswith("+++")]
     return diff[0] if diff else mutant["text"]
