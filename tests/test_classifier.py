@@ -50,3 +50,57 @@ def test_weights_from_a_prompt_over_names():
     with pytest.raises(EmbeddingFileError, match="gives 64-d text embeddings.*dimension 512"):
         classifier_weights(["cat"], hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None,
                            dim=512)
+
+
+def test_defaults_no_bias_bad_shapes_and_the_features_dtype():
+    embeddings = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    classifier = TextEmbeddingClassifier(embeddings)
+    assert classifier.bias is None and classifier.dim == 6 and classifier.num_classes == 4
+    features = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
+    expected = 50.0 * F.normalize(features, dim=-1) @ F.normalize(embeddings, dim=-1).t()  # default temperature 50
+    assert torch.allclose(classifier(features), expected, atol=1e-5)
+    assert torch.allclose(classifier.class_embeddings.norm(dim=1), torch.ones(4))
+    half = classifier(features.half())
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), expected, atol=0.1)
+    assert list(dict(classifier.named_parameters())) == []
+    with_bias = TextEmbeddingClassifier(embeddings, bias=0.0)
+    assert isinstance(with_bias.bias, torch.nn.Parameter) and with_bias.bias.requires_grad
+    assert with_bias.bias.item() == 0.0
+    with pytest.raises(EmbeddingFileError, match=r"must be \[C, D\], got \(6,\)"):
+        classifier.set_class_embeddings(torch.randn(6))
+    with pytest.raises(EmbeddingFileError, match=r"must be \[C, D\]"):
+        TextEmbeddingClassifier(torch.randn(2, 3, 4))
+
+
+def test_torch_embedding_files_and_matching_vocabularies(tmp_path):
+    weights = torch.randn(3, 8, dtype=torch.float64)
+    torch.save(weights, tmp_path / "w.pt")
+    loaded = classifier_weights(["a", "b", "c"], embedding_file=tmp_path / "w.pt", dim=8)
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, weights.float())
+    with pytest.raises(EmbeddingFileError, match="dimension 8, but the classifier expects dimension 4"):
+        classifier_weights(embedding_file=tmp_path / "w.pt", dim=4)
+    with pytest.raises(ValueError, match="either an embedding file or a vocabulary"):
+        classifier_weights()
+
+
+def test_weights_from_a_hard_prompt_are_open_clips_unnormalised_text_features(tiny_clip):
+    import open_clip
+
+    names = ["cat", "dog", "bird"]
+    weights = classifier_weights(names, hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None)
+    with torch.no_grad():
+        expected = tiny_clip.model.encode_text(open_clip.tokenize([f"a photo of a {n}." for n in names]))
+    assert (weights - expected).abs().max() < 1e-5 * expected.abs().max()
+    assert not torch.allclose(weights.norm(dim=1), torch.ones(3))  # as stored: not normalised
+
+
+def test_weights_from_a_prompt_file_use_its_ctx_and_the_clip_it_names(tiny_clip, tmp_path):
+    from pomp_plugins.prompt import Prompt, save_prompt
+    from test_zeroshot_metrics import coop_text_features
+
+    ctx = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    save_prompt(Prompt(ctx, clip_model="pomp-tiny"), tmp_path / "prompt.pt")
+    weights = classifier_weights(["cat", "dog"], prompt=tmp_path / "prompt.pt", clip_pretrained=None)  # no clip_model
+    with torch.no_grad():
+        expected = coop_text_features(tiny_clip.model, ctx, ["cat", "dog"])
+    assert (F.normalize(weights, dim=-1) - expected).abs().max() < 1e-5

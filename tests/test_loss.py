@@ -66,3 +66,34 @@ def test_each_distinct_class_is_encoded_once():
     assert plan.classes.tolist() == [0, 1, 3, 7, 9]
     assert plan.classes[plan.positive_index].tolist() == [3, 3, 7, 1]
     assert plan.classes[plan.negative_index].tolist() == [7, 9, 0]
+
+
+def test_sample_sizes_at_the_bounds_and_the_margin_without_any_real_negative():
+    everything_but_one = sample_negatives(20, 20).tolist()
+    assert len(sample_negatives(20, 2)) == 1 and len(set(everything_but_one)) == 19 and max(everything_but_one) < 20
+    with pytest.raises(ValueError, match="between 2 and the number of classes 20, got 1"):
+        sample_negatives(20, 1)
+    # K = 2 and the one negative is the row's own class: K-1-r = 0 is clamped to 1 (the row has no real negative)
+    assert correction_margin(10, 2, torch.tensor([1, 0])).tolist() == pytest.approx([math.log10(9)] * 2)
+    assert correction_margin(10, 5, torch.tensor([1])).dtype == torch.float32
+
+
+def test_margins_are_per_row_with_more_rows_than_negatives_and_base_10_by_default():
+    # 3 images, K-1 = 2 negatives (classes 1 and 4); only image 1 (class 4) has its class sampled
+    text = torch.nn.functional.normalize(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    images = torch.nn.functional.normalize(torch.randn(3, 3, generator=torch.Generator().manual_seed(1)), dim=-1)
+    labels, negatives = torch.tensor([0, 4, 2]), torch.tensor([1, 4])
+    plan = plan_local_contrast(labels, negatives)
+    n, k, scale = 5, 3, 20.0
+    rows = []
+    for i, label in enumerate(labels.tolist()):
+        hit = label in negatives.tolist()
+        margin = math.log10((n - 1) / (k - 1 - hit))
+        logits = [scale * float(images[i] @ text[label])]
+        logits += [scale * float(images[i] @ text[c]) + margin for c in negatives.tolist() if c != label]
+        rows.append(-logits[0] + math.log(sum(math.exp(v) for v in logits)))
+    loss = pomp_loss(images, text[plan.classes], plan, scale, n)  # the default base: 10
+    assert loss.item() == pytest.approx(sum(rows) / 3, rel=1e-6)
+    moved = plan.to("cpu")
+    assert all(torch.equal(getattr(moved, f), getattr(plan, f)) for f in
+               ("classes", "labels", "negatives", "positive_index", "negative_index"))

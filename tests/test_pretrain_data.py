@@ -166,3 +166,28 @@ def test_defaults_are_the_papers_recipe():
         PretrainConfig(data="x", global_batch=100).check()
     assert (config.num_sampled, config.log_base, config.ctx_std, config.clip_model) == (1000, 10.0, 0.02, "ViT-B-16")
     assert PretrainConfig(data="x", n_ctx=16).resolved().epochs == 20
+
+
+def test_pixels_are_normalised_on_the_device_as_clip_does():
+    from pomp_plugins.pretrain.data import PixelNormalizer
+
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+    images = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ours = PixelNormalizer(mean, std, "cpu")(images, torch.float64)
+    expected = (images.double() / 255 - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64).view(1, 3, 1, 1)
+    assert ours.dtype == torch.float64 and (ours - expected).abs().max() < 1e-5
+
+
+def test_sampler_lengths_resumes_and_no_data():
+    # 10 images, steps of 3 groups of 2 (6 images): 2 steps, the second with groups of 2, 2 and 0 images
+    assert GroupSampler.steps_per_epoch(10, 2, 3) == 2 and GroupSampler.steps_per_epoch(12, 2, 3) == 2
+    assert GroupSampler.steps_per_epoch(13, 2, 3) == 3
+    assert len(GroupSampler(10, 2, 3, 0, 1, seed=0, epoch=0)) == 6
+    assert len(GroupSampler(10, 2, 3, 0, 1, seed=0, epoch=0, start=1)) == 3
+    assert len(GroupSampler(10, 2, 3, 0, 1, seed=0, epoch=0, start=5)) == 0
+    assert [len(g) for g in GroupSampler(10, 2, 3, 0, 1, seed=0, epoch=0)] == [2, 2, 2, 2, 2, 0]
+    assert len(GroupSampler(12, 2, 4, 1, 2, seed=0, epoch=0)) == 4  # 2 steps x 2 groups of this rank
+    assert list(GroupSampler(1, 2, 1, 0, 1, seed=0, epoch=4)) == [[(4, 0)]]  # a single image is enough
+    with pytest.raises(ValueError, match="no training images"):
+        GroupSampler(0, 2, 3, 0, 1, seed=0, epoch=0)

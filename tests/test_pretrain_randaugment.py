@@ -79,3 +79,49 @@ def test_randaugment2_is_the_default_and_torchvisions_an_option():
     first = default(image)
     torch.manual_seed(3)
     assert first.shape == (3, 32, 32) and torch.equal(first, default(image))  # all draws from torch's generator
+
+
+def test_every_op_is_its_pil_operation_with_dassls_arguments():
+    from PIL import ImageEnhance, ImageOps
+
+    pixels = np.random.default_rng(2).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    ops = {op.name: op.apply for op in DASSL_OPS}
+    affine = lambda coefficients: np.array(image.transform(image.size, Image.AFFINE, coefficients))  # noqa: E731
+    expected = {
+        "AutoContrast": np.array(ImageOps.autocontrast(image)), "Equalize": np.array(ImageOps.equalize(image)),
+        "Brightness": np.array(ImageEnhance.Brightness(image).enhance(0.4)),
+        "Color": np.array(ImageEnhance.Color(image).enhance(0.4)),
+        "Contrast": np.array(ImageEnhance.Contrast(image).enhance(0.4)),
+        "Sharpness": np.array(ImageEnhance.Sharpness(image).enhance(0.4)),
+        "ShearX": affine((1, 0.4, 0, 0, 1, 0)), "ShearY": affine((1, 0, 0, 0.4, 1, 0)),
+    }
+    for name, want in expected.items():
+        assert np.array_equal(np.array(ops[name](image, 0.4)), want), name
+    assert not np.array_equal(expected["Brightness"], pixels) and not np.array_equal(expected["ShearX"], pixels)
+    rotated = np.array(ops["Rotate"](image, 20))
+    assert np.array_equal(rotated, np.array(image.rotate(20)))
+    assert not np.array_equal(rotated, np.array(image.rotate(-20)))
+    down = np.array(ops["TranslateY"](image, 0.2))  # 0.2 of 10 rows: the output at y samples the input at y + 2
+    assert np.array_equal(down[:8], pixels[2:]) and not down[8:].any()
+
+
+def test_arguments_reach_the_transforms_and_bad_ones_are_errors():
+    import pytest
+
+    assert train_augmentation(24).transforms[0].scale == (0.08, 1.0)  # CLIP's and Dassl's default crop scale
+    assert train_augmentation(24, randaugment="torchvision").transforms[2].magnitude == 9
+    augmentation = train_augmentation(24, crop_scale_min=0.3, randaugment_ops=3, randaugment_prob=0.25)
+    crop, flip, rand, to_tensor = augmentation.transforms
+    assert crop.size == (24, 24) and crop.scale == (0.3, 1.0) and crop.interpolation == T.InterpolationMode.BICUBIC
+    assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5 and isinstance(to_tensor, T.PILToTensor)
+    assert (rand.n, rand.p, len(rand.ops)) == (3, 0.25, 15)
+    torchvision = train_augmentation(24, randaugment="torchvision", randaugment_ops=1, randaugment_magnitude=5)
+    assert (torchvision.transforms[2].num_ops, torchvision.transforms[2].magnitude) == (1, 5)
+    with pytest.raises(ValueError, match="randaugment must be one of"):
+        train_augmentation(24, randaugment="dassl")
+    for n, p in [(-1, 0.5), (2, 1.5), (2, -0.1)]:
+        with pytest.raises(ValueError, match="n >= 0 and 0 <= p <= 1"):
+            RandAugment2(n, p)
+    RandAugment2(0, 0.0), RandAugment2(2, 1.0)  # the bounds are allowed
+    assert "n=2, p=0.6" in repr(RandAugment2()) and "Invert" in repr(RandAugment2())

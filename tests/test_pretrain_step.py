@@ -76,3 +76,52 @@ def test_the_gradient_buffer_is_ctx_grad_for_good_and_averages_in_place():
     torch.optim.SGD([ctx], lr=1.0).zero_grad()  # sets .grad to None: must not go unnoticed
     with pytest.raises(RuntimeError, match="was replaced"):
         buffer.average()
+
+
+def make_step(tiny_clip, log_base=BASE, **kwargs):
+    encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
+    return PompStep(encoder, encoder.tokenize(NAMES, device="cpu"), SCALE, K, log_base,
+                    torch.optim.SGD([encoder.ctx], lr=1.0), **kwargs)
+
+
+def test_the_step_keeps_the_local_correction_margin_on(tiny_clip):
+    # the same group with and without the margin: the step must compute the margin's loss (written out above)
+    features = F.normalize(torch.randn(4, 64, generator=torch.Generator().manual_seed(3)), dim=-1)
+    labels, negatives = [3, 3, 50, 50], group_negatives(len(NAMES), K, seed=2, step=0, group=0)
+    step = make_step(tiny_clip)
+    assert not step.fixed_shapes and step.captured is None  # the eager layout unless asked for CUDA graphs
+    text = step.encoder.encode_names(NAMES, normalize=False)
+    with torch.no_grad():
+        with_margin = reference_group_loss(features, dict(enumerate(text)), labels, negatives.tolist())
+    loss = step.loss(features, step.prepare(torch.tensor(labels), negatives)).detach()
+    assert float(loss) == pytest.approx(float(with_margin), rel=1e-5)
+    plain = make_step(tiny_clip, log_base=None).loss(features, step.prepare(torch.tensor(labels), negatives)).detach()
+    assert abs(float(loss) - float(plain)) > 0.1  # log10(119/29) = 0.61 on every negative logit
+
+
+def test_the_flat_function_cuda_graphs_capture_is_the_step_and_empty_groups_add_nothing(tiny_clip):
+    features = F.normalize(torch.randn(4, 64, generator=torch.Generator().manual_seed(4)), dim=-1)
+    negatives = group_negatives(len(NAMES), K, seed=2, step=0, group=1)
+    step = make_step(tiny_clip, cuda_graphs=True, max_positives=2)
+    assert step.captured is None and step.captured_shapes == 0  # on a CPU: the fixed layout, run eagerly
+    inputs = step.prepare(torch.tensor([3, 3, 7, 7]), negatives)
+    assert len(inputs.plan.classes) == K - 1 + 2 and inputs.rows == 4
+    loss, gradient = step.loss_and_gradient(features, inputs)
+    flat_loss, flat_gradient = step._flat_loss_and_gradient(features, *step._flatten(inputs))  # as accumulate calls it
+    assert float(flat_loss) == float(loss) and torch.equal(flat_gradient, gradient)
+    assert step.encoder.ctx.grad is step.gradient.grad and not step.gradient.grad.any()  # nothing written yet
+    empty = step.prepare(torch.tensor([], dtype=torch.long), negatives)
+    assert step.accumulate(features[:0], empty) is None and step.apply() == 0
+    before = step.encoder.ctx.detach().clone()
+    assert float(step(features, inputs)) == pytest.approx(float(loss), rel=1e-6)  # one group: accumulate + apply
+    assert torch.allclose(before - step.encoder.ctx.detach(), gradient, atol=1e-7)
+
+
+def test_image_features_of_the_frozen_tower_without_a_graph(tiny_clip):
+    from pomp_plugins.pretrain import image_feature_function
+
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    features = image_feature_function(tiny_clip.model)(images)
+    assert not features.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(features, F.normalize(tiny_clip.model.encode_image(images), dim=-1), atol=1e-6)

@@ -37,11 +37,12 @@ def test_hard_prompt_encoder_reproduces_encode_text(tiny_clip):
     assert relative_error(ours, reference) < 1e-5
 
 
-def test_batching_and_length_sorting_do_not_change_results(tiny_clip):
+def test_batching_and_length_sorting_do_not_change_results(tiny_clip, capsys):
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, n_ctx=4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         one_by_one = encoder.encode_names(NAMES, batch_size=1)
         all_at_once = encoder.encode_names(NAMES, batch_size=len(NAMES))
+    assert capsys.readouterr().err == ""  # no progress bar unless asked
     assert torch.allclose(one_by_one, all_at_once, atol=1e-6)
     assert torch.allclose(one_by_one.norm(dim=-1), torch.ones(len(NAMES)))
 
@@ -80,3 +81,39 @@ def test_low_precision_weights_keep_an_fp32_ctx(dtype):
 def test_wrong_width_names_both_widths(tiny_clip):
     with pytest.raises(PromptWidthError, match=r"width 512.*width 64"):
         PromptedTextEncoder(FrozenTextTower(tiny_clip.model), torch.zeros(4, 512))
+
+
+def test_tower_sizes_a_linear_projection_and_the_room_left_for_a_name(tiny_clip):
+    import copy
+
+    from pomp_plugins.prompt.text_encoder import tokenize
+
+    tower = FrozenTextTower(tiny_clip.model)
+    assert (tower.width, tower.context_length, tower.output_dim, tower.dtype) == (64, 77, 64, torch.float32)
+    # a text tower that projects with nn.Linear (as some open_clip towers do) gives the same features
+    model = copy.deepcopy(tiny_clip.model)
+    weight = model.text_projection.detach().clone()
+    del model.text_projection
+    model.text_projection = torch.nn.Linear(64, 32, bias=False)
+    model.text_projection.weight.data.copy_(weight[:, :32].t())
+    linear = FrozenTextTower(model)
+    assert linear.output_dim == 32
+    prompts = tokenize(["a dog."])
+    with torch.no_grad():
+        ours = HardPromptEncoder(linear)(prompts)
+        reference = tiny_clip.model.encode_text(open_clip.tokenize(["a dog."]))[:, :32]
+    assert relative_error(ours, reference) < 1e-5
+    assert tokenize(["a b c"], n_ctx=74).ids.shape == (1, 77)  # one name token still fits: [SOT] 74 x, "a", [EOT]
+    with pytest.raises(ValueError, match="n_ctx=75 leaves no room"):
+        tokenize(["a"], n_ctx=75)
+    with pytest.raises(ValueError, match="no prompts to encode"):
+        PromptedTextEncoder.from_clip(tiny_clip.model, 4).encode_names([])
+
+
+def test_towers_that_pool_a_class_token_are_refused(tiny_clip):
+    import copy
+
+    model = copy.deepcopy(tiny_clip.model)
+    model.cls_emb = torch.nn.Parameter(torch.zeros(64))  # CoCa-style: pools a class token, not the EOT
+    with pytest.raises(NotImplementedError, match="OpenAI-style text tower"):
+        FrozenTextTower(model)
