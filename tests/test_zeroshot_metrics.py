@@ -51,7 +51,7 @@ def test_a_classifier_needs_exactly_one_source_and_a_known_template_set(tiny_cli
         text_classifier(tiny_clip, NAMES)
     with pytest.raises(ValueError, match="exactly one"):
         text_classifier(tiny_clip, NAMES, hard_prompt="a photo of a", templates="openai")
-    with pytest.raises(ValueError, match="unknown template set 'nope'; known: openai"):
+    with pytest.raises(ValueError, match="unknown template set 'nope'; known: imagenet80, openai, vild"):
         text_classifier(tiny_clip, NAMES, templates="nope")
 
 
