@@ -73,6 +73,12 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(data, tmp_path):
     assert saved["lr"] == 0.5 and saved["epochs"] == 2 and saved["momentum"] == 0.9
 
 
+def test_resume_auto_without_a_checkpoint_starts_from_scratch(data, tmp_path, capsys):
+    fresh = train(data, tmp_path / "fresh", resume="auto", epochs=1)
+    assert "no checkpoint at" in capsys.readouterr().out
+    assert torch.equal(load_prompt(fresh).ctx, load_prompt(train(data, tmp_path / "plain", epochs=1)).ctx)
+
+
 def test_resume_refuses_a_run_with_other_settings(data, tmp_path):
     train(data, tmp_path, stop_after_steps=1)
     with pytest.raises(PretrainError, match=r"other settings \{'lr': \(0.5, 0.1\)\}"):

@@ -120,7 +120,8 @@ class PretrainConfig:
     stop_after_steps: Optional[int] = _option(None, "stop (after checkpointing) once this many steps have run in "
                                                     "total; continue later with --resume", type=_optional(int))
     resume: Optional[str] = _option(None, "continue from a checkpoint: a file, or 'auto' for "
-                                          "OUTPUT/checkpoints/last.pt", type=_optional(str))
+                                          "OUTPUT/checkpoints/last.pt (from scratch while there is none)",
+                                    type=_optional(str))
     log_every: int = _option(10, "steps between TensorBoard and progress-bar updates of the loss")
     progress: bool = _option(True, "show progress bars")
 

@@ -124,6 +124,9 @@ class Pretrainer:
         if not self.config.resume:
             return None
         path = self.out / "checkpoints" / "last.pt" if self.config.resume == "auto" else Path(self.config.resume)
+        if self.config.resume == "auto" and not path.exists():  # detectron2's convention: a first run starts afresh
+            self.log(f"--resume auto: no checkpoint at {path} yet, starting from scratch")
+            return None
         state = load_checkpoint(path)
         different = PretrainConfig.from_dict(state["config"]).differences(self.config)
         if different:
