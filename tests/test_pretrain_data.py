@@ -58,6 +58,21 @@ def test_names_files_map_or_list_the_folders(tmp_path):
     assert class_names(["traffic_light"]) == ["traffic light"]
 
 
+def test_names_files_in_imagenets_loc_synset_mapping_style(tmp_path):
+    """``n01440764 tench, Tinca tinca``: the folder, a space, the name; not read as a plain list of names."""
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("n01443537 goldfish, Carassius auratus\nn01440764 tench, Tinca tinca\n")
+    assert class_names(["n01440764", "n01443537"], names_file=synsets) == ["tench, Tinca tinca",
+                                                                           "goldfish, Carassius auratus"]
+    spaced_names = tmp_path / "names.txt"  # names with spaces whose first word is no folder stay a plain list
+    spaced_names.write_text("red circle\nblue square\n")
+    assert class_names(["a_dir", "b_dir"], names_file=spaced_names) == ["red circle", "blue square"]
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("n01440764 tench\ngoldfish\n")
+    with pytest.raises(VocabularyError, match="some lines start with a class folder and some do not, e.g. 'goldfish'"):
+        class_names(["n01440764", "n01443537"], names_file=mixed)
+
+
 def test_few_shot_split_is_deterministic_capped_and_disjoint(tree):
     first = draw_split(tree, shots=3, val_per_class=1, seed=7)
     again = draw_split(tree, shots=3, val_per_class=1, seed=7)

@@ -49,8 +49,15 @@ def list_images(folder: str | os.PathLike) -> list[str]:
     )
 
 
-def read_class_mapping(path: str | os.PathLike) -> Optional[dict[str, str]]:
-    """``{folder: name}`` from a JSON object or ``key<TAB>name`` lines; ``None`` if the file is a plain list."""
+def read_class_mapping(path: str | os.PathLike, keys: Sequence[str] = ()) -> Optional[dict[str, str]]:
+    """``{folder: name}`` from a JSON object, ``key<TAB>name`` lines, or ``key<space>name`` lines whose first field is
+    one of the class folders ``keys`` (ImageNet's ``LOC_synset_mapping.txt``: ``n01440764 tench, Tinca tinca``);
+    ``None`` if the file is a plain list of names.
+
+    Raises:
+        VocabularyError: some lines start with a class folder and others do not (neither form); the first such
+            line is named.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"names file {str(path)!r} does not exist")
@@ -61,6 +68,14 @@ def read_class_mapping(path: str | os.PathLike) -> Optional[dict[str, str]]:
     lines = [line for line in lines if line and not line.startswith("#")]
     if lines and all("\t" in line for line in lines):
         return dict(tuple(part.strip() for part in line.split("\t", 1)) for line in lines)
+    fields = [line.split(None, 1) for line in lines]
+    keyed = [len(parts) == 2 and parts[0] in set(keys) for parts in fields]
+    if lines and all(keyed):
+        return {key: name.strip() for key, name in fields}
+    if any(keyed):
+        bad = lines[keyed.index(False)]
+        raise VocabularyError(f"{path}: some lines start with a class folder and some do not, e.g. {bad!r}; give "
+                              "'folder name' (or folder<TAB>name) lines for every class, or a plain list of names")
     return None
 
 
@@ -80,7 +95,7 @@ def class_names(
     mapping: Optional[dict[str, str]] = None
     source = "the folder names"
     if names_file is not None:
-        mapping = read_class_mapping(names_file)
+        mapping = read_class_mapping(names_file, keys)
         source = str(names_file)
         if mapping is None:
             names = read_names_file(names_file)

@@ -55,7 +55,8 @@ class PretrainConfig:
     vocabulary: Optional[str] = _option(None, "name the class folders (WordNet ids) from this vocabulary, e.g. "
                                               "imagenet21k-p; default: WordNet lemmas for WordNet-id folders, "
                                               "else the folder names", type=_optional(str))
-    names_file: Optional[str] = _option(None, "class names: key<TAB>name lines or a JSON object (folder -> name), "
+    names_file: Optional[str] = _option(None, "class names: 'folder name' or folder<TAB>name lines (e.g. "
+                                              "ImageNet's LOC_synset_mapping.txt), a JSON object (folder -> name), "
                                               "or one name per sorted folder", type=_optional(str))
     allow_unnamed: bool = _option(False, "name a folder without a name by its id, with a warning, instead of "
                                          "stopping with an error")
