@@ -48,6 +48,15 @@ class ZeroShotROIHeadsMixin:
     """Settings and helpers shared by the three heads: the inference-vocabulary swap over every stage and the
     top proposals of image-labelled images."""
 
+    @configurable
+    def __init__(self, *, cfg, **kwargs):
+        super().__init__(**kwargs)  # the detectron2 heads' own arguments
+        self._init_zero_shot(cfg)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {**super().from_config(cfg, input_shape), "cfg": cfg}
+
     def _init_zero_shot(self, cfg) -> None:
         box = cfg.MODEL.ROI_BOX_HEAD
         self.with_image_labels = cfg.WITH_IMAGE_LABELS
@@ -115,15 +124,6 @@ class PompCascadeROIHeads(ZeroShotROIHeadsMixin, CascadeROIHeads):
     """Detic's ``DeticCascadeROIHeads``: a cascade (``ROI_BOX_CASCADE_HEAD.IOUS``) of Detic box predictors; at
     inference the stage-averaged scores are multiplied by the proposal score (``MULT_PROPOSAL_SCORE``, square root)
     and optionally kept for the top class only (``ONE_CLASS_PER_PROPOSAL``)."""
-
-    @configurable
-    def __init__(self, *, cfg, **kwargs):
-        super().__init__(**kwargs)
-        self._init_zero_shot(cfg)
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        return {**super().from_config(cfg, input_shape), "cfg": cfg}
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -227,18 +227,13 @@ class PompRes5ROIHeads(ZeroShotROIHeadsMixin, Res5ROIHeads):
     """Detic's ``CustomRes5ROIHeads`` (the C4 heads of its OV-COCO models): res5 on pooled regions, the Detic box
     predictor on their spatial mean."""
 
-    @configurable
-    def __init__(self, *, cfg, **kwargs):
-        super().__init__(**kwargs)
-        self._init_zero_shot(cfg)
-
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(_without_fed_loss(cfg), input_shape)
         out_channels = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS * 2**3
         ret["box_predictor"] = ZeroShotFastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1),
                                                             class_embeddings=_class_embeddings(cfg))
-        ret["cfg"] = cfg
+        ret["cfg"] = cfg  # the full config (the federated loss included) for the predictor's settings
         return ret
 
     def forward(self, images, features, proposals, targets=None, ann_type: str = "box"):
@@ -276,15 +271,6 @@ class PompRes5ROIHeads(ZeroShotROIHeadsMixin, Res5ROIHeads):
 @ROI_HEADS_REGISTRY.register()
 class PompStandardROIHeads(ZeroShotROIHeadsMixin, StandardROIHeads):
     """detectron2's standard ROI heads with Detic's box predictor (drop-in for a stock Faster/Mask R-CNN)."""
-
-    @configurable
-    def __init__(self, *, cfg, **kwargs):
-        super().__init__(**kwargs)
-        self._init_zero_shot(cfg)
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        return {**super().from_config(cfg, input_shape), "cfg": cfg}
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
