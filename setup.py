@@ -1,4 +1,5 @@
 """pomp_plugins: POMP prompt pre-training and its zero-shot plugins for Detectron2 and MMSegmentation."""
+
 from setuptools import find_packages, setup
 
 setup(

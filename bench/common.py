@@ -1,12 +1,13 @@
 """Timing and peak-memory helpers shared by the benchmarks (one process, one device, warm-up first)."""
+
 from __future__ import annotations
 
 import json
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -38,7 +39,7 @@ class PeakMemory:
     def _rss_gib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -14,6 +14,7 @@ warm embedding cache). Prints JSON.
     python bench/detectron2_head.py --device cpu --threads 1 --out bench/results/detectron2_head_cpu_x86_64-1thread.json
     python bench/detectron2_head.py --device cuda --proposals 1000
 """
+
 import argparse
 import os
 import sys
@@ -74,8 +75,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1216)
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds (median)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (1 on a shared machine: busy cores make every multi-threaded op wait)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (1 on a shared machine: busy cores make every multi-threaded op wait)",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -88,32 +93,48 @@ def main(argv=None) -> dict:
         embedding_file = str(Path(tmp) / "lvis.npy")
         np.save(embedding_file, (np.random.default_rng(0).standard_normal((1203, 512)) * 10).astype(np.float16))
 
-        features = {k: torch.randn(1, 256, args.height // s, args.width // s, device=device)
-                    for k, s in STRIDES.items()}
+        features = {
+            k: torch.randn(1, 256, args.height // s, args.width // s, device=device) for k, s in STRIDES.items()
+        }
         shapes = {k: ShapeSpec(channels=256, stride=s) for k, s in STRIDES.items()}
-        xy = torch.rand(args.proposals, 2, device=device) * torch.tensor([args.width * 0.8, args.height * 0.8],
-                                                                         device=device)
+        xy = torch.rand(args.proposals, 2, device=device) * torch.tensor(
+            [args.width * 0.8, args.height * 0.8], device=device
+        )
         wh = torch.rand(args.proposals, 2, device=device) * 200 + 8
         proposals = Instances((args.height, args.width))
         proposals.proposal_boxes = Boxes(torch.cat([xy, (xy + wh).clamp(max=args.width)], dim=1))
         proposals.objectness_logits = torch.rand(args.proposals, device=device)  # CenterNet's: probabilities
 
-        result = {"benchmark": "detectron2_head", "machine": machine(device), "proposals": args.proposals,
-                  "image": [args.height, args.width], "classes": 1203, "embedding_dim": 512}
-        for name, (stock_name, ours_name) in {"cascade_3_stages": ("CascadeROIHeads", "PompCascadeROIHeads"),
-                                              "standard": ("StandardROIHeads", "PompStandardROIHeads")}.items():
+        result = {
+            "benchmark": "detectron2_head",
+            "machine": machine(device),
+            "proposals": args.proposals,
+            "image": [args.height, args.width],
+            "classes": 1203,
+            "embedding_dim": 512,
+        }
+        for name, (stock_name, ours_name) in {
+            "cascade_3_stages": ("CascadeROIHeads", "PompCascadeROIHeads"),
+            "standard": ("StandardROIHeads", "PompStandardROIHeads"),
+        }.items():
             calls = {}
             for kind, heads in (("linear", stock_name), ("zero_shot", ours_name)):
                 roi_heads = build_roi_heads(config(heads, args.device, embedding_file), shapes).to(device).eval()
-                classifier = roi_heads.box_predictor[0].cls_score if name.startswith("cascade") else \
-                    roi_heads.box_predictor.cls_score
+                classifier = (
+                    roi_heads.box_predictor[0].cls_score
+                    if name.startswith("cascade")
+                    else roi_heads.box_predictor.cls_score
+                )
                 region_features = torch.randn(args.proposals, 1024, device=device)
-                calls[kind] = {"roi_heads_ms": lambda h=roi_heads: h(None, features, [proposals]),
-                               "classifier_ms": lambda c=classifier, x=region_features: c(x)}
+                calls[kind] = {
+                    "roi_heads_ms": lambda h=roi_heads: h(None, features, [proposals]),
+                    "classifier_ms": lambda c=classifier, x=region_features: c(x),
+                }
             with torch.no_grad():
                 timings = interleaved(calls, device, args.repeats)
             timings["zero_shot_overhead_of_roi_heads"] = (
-                timings["zero_shot"]["roi_heads_ms"] / timings["linear"]["roi_heads_ms"] - 1)
+                timings["zero_shot"]["roi_heads_ms"] / timings["linear"]["roi_heads_ms"] - 1
+            )
             result[name] = timings
 
         # Vocabulary swap on the cascade (3 stages): from embeddings, and from names through CLIP (ViT-B-16 with
@@ -122,20 +143,22 @@ def main(argv=None) -> dict:
         model = torch.nn.Module()
         model.roi_heads = build_roi_heads(cfg, shapes).to(device)
         coco = torch.randn(80, 512)
-        swap = {"from_embeddings_ms": 1e3 * time_call(lambda: set_class_embeddings(model, coco), device,
-                                                      args.repeats)}
+        swap = {"from_embeddings_ms": 1e3 * time_call(lambda: set_class_embeddings(model, coco), device, args.repeats)}
         clip = {}
-        swap["clip_build_ms"] = 1e3 * time_call(lambda: clip.update(c=load_clip("ViT-B-16", None, device)), device,
-                                                1, warmup=0)
+        swap["clip_build_ms"] = 1e3 * time_call(
+            lambda: clip.update(c=load_clip("ViT-B-16", None, device)), device, 1, warmup=0
+        )
         encoder = PromptedTextEncoder.from_clip(clip["c"].model, init="a photo of a")
         for vocabulary in ("coco", "lvis"):
             names = get_vocabulary(vocabulary).names
             with torch.no_grad():
                 swap[f"encode_{vocabulary}_{len(names)}_names_ms"] = 1e3 * time_call(
-                    lambda: encoder.encode_names(names), device, 1, warmup=1)
+                    lambda names=names: encoder.encode_names(names), device, 1, warmup=1
+                )
         for cache in ("cold_cache", "warm_cache"):  # warm: CLIP is still built, to fingerprint it for the cache key
-            swap[f"coco_end_to_end_{cache}_ms"] = 1e3 * time_call(lambda: set_vocabulary(model, cfg, "coco"), device,
-                                                                   1, warmup=0)
+            swap[f"coco_end_to_end_{cache}_ms"] = 1e3 * time_call(
+                lambda: set_vocabulary(model, cfg, "coco"), device, 1, warmup=0
+            )
         result["vocabulary_swap"] = swap
 
     write_result(result, args.out)

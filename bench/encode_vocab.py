@@ -4,11 +4,13 @@
 Both turn the same tokenised prompts, "a photo of a {name}." (ours holds "a photo of a" as its ctx, which the
 tests prove exact), into normalised embeddings: ``encode_text`` pads every prompt to 77 tokens; ours sorts by
 length, computes the shared start of the prompts once and packs the name tokens without padding. Tokenisation
-(CLIP's BPE in Python, the same work for both, done once per vocabulary) is timed apart. Prints JSON: classes/s of both, the speed ratio, peak memory, and the largest difference.
+(CLIP's BPE in Python, the same work for both, done once per vocabulary) is timed apart. Prints JSON: classes/s
+of both, the speed ratio, peak memory, and the largest difference.
 
     python bench/encode_vocab.py --device cpu --limit 1000          # CPU preset (about a minute on 2 cores)
     python bench/encode_vocab.py --device cuda --out bench/results/encode_vocab_h200.json
 """
+
 import argparse
 import sys
 import time
@@ -56,10 +58,12 @@ def main(argv=None) -> dict:
 
     @torch.no_grad()
     def reference():
-        return torch.cat([
-            clip.model.encode_text(tokens[i : i + args.batch_size], normalize=True).float()
-            for i in range(0, len(tokens), args.batch_size)
-        ])
+        return torch.cat(
+            [
+                clip.model.encode_text(tokens[i : i + args.batch_size], normalize=True).float()
+                for i in range(0, len(tokens), args.batch_size)
+            ]
+        )
 
     with PeakMemory(device) as ours_memory:
         ours_s = time_call(ours, device, args.repeats)
@@ -74,10 +78,16 @@ def main(argv=None) -> dict:
         "dtype": str(clip.model.token_embedding.weight.dtype).replace("torch.", ""),
         "vocabulary": args.vocabulary,
         "classes": len(names),
-        "ours": {"seconds": ours_s, "classes_per_s": len(names) / ours_s, "peak_gib": ours_memory.gib,
-                 "tokenize_seconds": ours_tokenize_s},
+        "ours": {
+            "seconds": ours_s,
+            "classes_per_s": len(names) / ours_s,
+            "peak_gib": ours_memory.gib,
+            "tokenize_seconds": ours_tokenize_s,
+        },
         "encode_text_77_tokens": {
-            "seconds": reference_s, "classes_per_s": len(names) / reference_s, "peak_gib": reference_memory.gib,
+            "seconds": reference_s,
+            "classes_per_s": len(names) / reference_s,
+            "peak_gib": reference_memory.gib,
             "tokenize_seconds": reference_tokenize_s,
         },
         "speedup": reference_s / ours_s,

@@ -14,6 +14,7 @@ checked to be finite (the run stops otherwise) and its last value is reported.
     python bench/mmseg_head.py --device cpu --size 256 --out bench/results/mmseg_head_cpu.json      # ~2 min, 2 cores
     python bench/mmseg_head.py --device cuda --size 512 --batch 8 --clip-stage --out bench/results/mmseg_head_h100.json
 """
+
 import argparse
 import sys
 import tempfile
@@ -33,7 +34,6 @@ from common import PeakMemory, machine, time_call, write_result  # noqa: E402
 from pomp_plugins.mmseg import load_split  # noqa: E402  (importing it registers the heads)
 from pomp_plugins.prompt import get_vocabulary  # noqa: E402
 
-
 ROOT = Path(__file__).resolve().parent.parent
 ZSSEG_MODEL = ROOT / "mmseg_configs" / "_base_" / "models" / "zsseg_r101c.py"
 PAIRS = {  # ratio name: (our head, the stock head it is compared with)
@@ -48,25 +48,50 @@ def zsseg_head_config(text: dict, clip_stage: bool) -> dict:
     from mmengine.config import Config
 
     head = Config.fromfile(str(ZSSEG_MODEL)).model.decode_head.to_dict()
-    return dict(head, text_classifier=dict(text, temperature=100.0),
-                clip_stage=dict(weight=0.8) if clip_stage else None)
+    return dict(
+        head, text_classifier=dict(text, temperature=100.0), clip_stage=dict(weight=0.8) if clip_stage else None
+    )
 
 
 def head_configs(args, embedding_file: str) -> dict:
-    text = dict(classes="coco-stuff", split="coco-stuff-156-15", embedding_file=embedding_file,
-                clip_model=args.clip_model, clip_pretrained="none")
+    text = dict(
+        classes="coco-stuff",
+        split="coco-stuff-156-15",
+        embedding_file=embedding_file,
+        clip_model=args.clip_model,
+        clip_pretrained="none",
+    )
     bn = dict(type="BN", requires_grad=True)
-    fcn = dict(in_channels=2048, in_index=3, channels=512, num_convs=2, concat_input=True,
-               dropout_ratio=0.1, norm_cfg=bn, align_corners=False)
-    uper = dict(in_channels=[256, 512, 1024, 2048], in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6), channels=512,
-                dropout_ratio=0.1, norm_cfg=bn, align_corners=False)
+    fcn = dict(
+        in_channels=2048,
+        in_index=3,
+        channels=512,
+        num_convs=2,
+        concat_input=True,
+        dropout_ratio=0.1,
+        norm_cfg=bn,
+        align_corners=False,
+    )
+    uper = dict(
+        in_channels=[256, 512, 1024, 2048],
+        in_index=[0, 1, 2, 3],
+        pool_scales=(1, 2, 3, 6),
+        channels=512,
+        dropout_ratio=0.1,
+        norm_cfg=bn,
+        align_corners=False,
+    )
     return {
         "zsseg_r101": (lambda: zsseg_head_config(text, args.clip_stage), "r101"),
         "stock_uper_r101": (dict(uper, type="UPerHead", num_classes=171), "r101"),
-        "text_classifier_uper_r101": (dict(uper, type="TextClassifierHead", head_type="UPerHead",
-                                           text_classifier=text), "r101"),
-        "text_classifier_fcn_r50d8": (dict(fcn, type="TextClassifierHead", head_type="FCNHead",
-                                           text_classifier=text), "r50d8"),
+        "text_classifier_uper_r101": (
+            dict(uper, type="TextClassifierHead", head_type="UPerHead", text_classifier=text),
+            "r101",
+        ),
+        "text_classifier_fcn_r50d8": (
+            dict(fcn, type="TextClassifierHead", head_type="FCNHead", text_classifier=text),
+            "r50d8",
+        ),
         "stock_fcn_r50d8": (dict(fcn, type="FCNHead", num_classes=171), "r50d8"),
     }
 
@@ -101,9 +126,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clip-model", default="ViT-B-16")
     parser.add_argument("--clip-stage", action="store_true", help="add ZSSeg's CLIP region stage to inference")
-    parser.add_argument("--heads", nargs="+", default=["zsseg_r101", "stock_uper_r101", "text_classifier_uper_r101",
-                                                       "text_classifier_fcn_r50d8", "stock_fcn_r50d8"],
-                        help="which heads to time (default: all)")
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        default=[
+            "zsseg_r101",
+            "stock_uper_r101",
+            "text_classifier_uper_r101",
+            "text_classifier_fcn_r50d8",
+            "stock_fcn_r50d8",
+        ],
+        help="which heads to time (default: all)",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
@@ -151,8 +185,11 @@ def main(argv=None) -> dict:
             infer()
         with PeakMemory(device) as train_memory:
             train_step()
-        results[name] = {"params_m": sum(p.numel() for p in head.parameters()) / 1e6,
-                         "infer_peak_gib": infer_memory.gib, "train_peak_gib": train_memory.gib}
+        results[name] = {
+            "params_m": sum(p.numel() for p in head.parameters()) / 1e6,
+            "infer_peak_gib": infer_memory.gib,
+            "train_peak_gib": train_memory.gib,
+        }
     times = {name: {"infer": [], "train": []} for name in calls}
     for _ in range(args.repeats):
         for name, (_, infer, train_step) in calls.items():
@@ -172,10 +209,13 @@ def main(argv=None) -> dict:
         "clip_stage": args.clip_stage,
         "all_train_losses_finite": True,  # train_step raises on the first non-finite loss
         "heads": results,
-        "ratios": {f"{pair}_{kind}": results[ours][f"{kind}_ms_per_image_fastest"]
-                   / results[stock][f"{kind}_ms_per_image_fastest"]
-                   for pair, (ours, stock) in PAIRS.items() if ours in results and stock in results
-                   for kind in ("infer", "train")},
+        "ratios": {
+            f"{pair}_{kind}": results[ours][f"{kind}_ms_per_image_fastest"]
+            / results[stock][f"{kind}_ms_per_image_fastest"]
+            for pair, (ours, stock) in PAIRS.items()
+            if ours in results and stock in results
+            for kind in ("infer", "train")
+        },
     }
     write_result(result, args.out)
     return result

@@ -9,6 +9,7 @@ runs this (on a GPU; on a CPU it compares the padded fixed-shape layout the grap
 
     python bench/pretrain_cuda_graphs.py --out bench/results/pretrain_cuda_graphs_<gpu>.json     # needs CUDA
 """
+
 import argparse
 import json
 import re
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip
 from pomp_plugins.pretrain import PompStep, group_negatives, image_feature_function
+from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip
 
 NAMES = list(get_vocabulary("imagenet21k-p").names[:300])
 # K=124 puts a group's packed prompt tokens around 512: with TOKEN_BUCKET 256, the 60 groups (seeds below) need
@@ -49,8 +50,16 @@ def trajectory(device: str, dtype: str, cuda_graphs: bool) -> dict:
     encoder = PromptedTextEncoder.from_clip(clip.model, 4, generator=torch.Generator().manual_seed(0))
     start = encoder.ctx.detach().cpu().clone()
     optimizer = torch.optim.SGD([encoder.ctx], lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    step = PompStep(encoder, encoder.tokenize(NAMES, device="cpu"), clip.logit_scale, K, 10.0, optimizer,
-                    cuda_graphs=cuda_graphs, max_positives=GROUP)
+    step = PompStep(
+        encoder,
+        encoder.tokenize(NAMES, device="cpu"),
+        clip.logit_scale,
+        K,
+        10.0,
+        optimizer,
+        cuda_graphs=cuda_graphs,
+        max_positives=GROUP,
+    )
     on_gpu = cuda_graphs and device == "cuda"
     features = image_feature_function(clip.model, None, on_gpu)
     tower_dtype = next(clip.model.visual.parameters()).dtype
@@ -61,29 +70,47 @@ def trajectory(device: str, dtype: str, cuda_graphs: bool) -> dict:
             shapes.add((len(labels), inputs.prompts.ids.shape[0]))
             losses.append(step.accumulate(features(pixels.to(device, tower_dtype)), inputs))
         step.apply()
-    return {"start": start, "end": encoder.ctx.detach().cpu().clone(), "losses": torch.stack(losses).float().cpu(),
-            "text_graphs": step.captured_shapes, "image_graphs": len(features.graphs) if on_gpu else 0,
-            "shapes": sorted(shapes)}
+    return {
+        "start": start,
+        "end": encoder.ctx.detach().cpu().clone(),
+        "losses": torch.stack(losses).float().cpu(),
+        "text_graphs": step.captured_shapes,
+        "image_graphs": len(features.graphs) if on_gpu else 0,
+        "shapes": sorted(shapes),
+    }
 
 
 def compare(graphs: dict, eager: dict) -> dict:
-    return {"ctx_max_abs_difference": float((graphs["end"] - eager["end"]).abs().max()),
-            "ctx_max_abs_movement": float((eager["end"] - eager["start"]).abs().max()),
-            "ctx_max_abs_start": float(eager["start"].abs().max()),
-            "loss_max_rel_difference": float(((graphs["losses"] - eager["losses"]).abs() / eager["losses"]).max())}
+    return {
+        "ctx_max_abs_difference": float((graphs["end"] - eager["end"]).abs().max()),
+        "ctx_max_abs_movement": float((eager["end"] - eager["start"]).abs().max()),
+        "ctx_max_abs_start": float(eager["start"].abs().max()),
+        "loss_max_rel_difference": float(((graphs["losses"] - eager["losses"]).abs() / eager["losses"]).max()),
+    }
 
 
 def check_on_gpu() -> dict:
     """Graphs vs eager on CUDA in fp32 (TF32 off) and bf16; ``passed`` says whether every criterion held."""
     torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here (the patch-embedding convolution)
     torch.backends.cuda.matmul.allow_tf32 = False
-    result = {"check": "pretrain_cuda_graphs", "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "steps": STEPS, "groups_per_step": GROUPS_PER_STEP, "num_sampled": K, "lr": LR}
+    result = {
+        "check": "pretrain_cuda_graphs",
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "steps": STEPS,
+        "groups_per_step": GROUPS_PER_STEP,
+        "num_sampled": K,
+        "lr": LR,
+    }
     passed = True
     for dtype in ("fp32", "bf16"):
         graphs, eager = trajectory("cuda", dtype, True), trajectory("cuda", dtype, False)
-        numbers = {**compare(graphs, eager), "text_graphs": graphs["text_graphs"],
-                   "image_graphs": graphs["image_graphs"], "tolerance": TOLERANCE[dtype]}
+        numbers = {
+            **compare(graphs, eager),
+            "text_graphs": graphs["text_graphs"],
+            "image_graphs": graphs["image_graphs"],
+            "tolerance": TOLERANCE[dtype],
+        }
         numbers["criteria"] = {
             "at_least_3_text_graphs": numbers["text_graphs"] >= 3,  # 2 token buckets + the partial group
             "at_least_2_image_graphs": numbers["image_graphs"] >= 2,
@@ -103,8 +130,9 @@ def gpu_short_name() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None,
-                        help="JSON file (default: bench/results/pretrain_cuda_graphs_<gpu>.json)")
+    parser.add_argument(
+        "--out", default=None, help="JSON file (default: bench/results/pretrain_cuda_graphs_<gpu>.json)"
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("error: needs a CUDA GPU", file=sys.stderr)

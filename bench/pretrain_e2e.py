@@ -11,6 +11,7 @@ would help.
     python bench/pretrain_e2e.py --out bench/results/pretrain_e2e_<machine>.json            # tiny CLIP, CPU
     python bench/pretrain_e2e.py --model ViT-B-16 --device cuda --workers 1,2,4,8,16 --out pretrain_e2e_h200.json
 """
+
 import argparse
 import json
 import os
@@ -38,8 +39,9 @@ def make_jpeg_tree(root: Path, classes: int, per_class: int, width: int, height:
         folder = root / f"class_{c:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((width, height),
-                                                                                             Image.BICUBIC)
+            coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize(
+                (width, height), Image.BICUBIC
+            )
             pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-25, 26, (height, width, 3))
             path = folder / f"{i:04d}.jpg"
             Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
@@ -48,12 +50,39 @@ def make_jpeg_tree(root: Path, classes: int, per_class: int, width: int, height:
 
 
 def run_once(data: Path, output: Path, workers: int, args: argparse.Namespace) -> dict:
-    command = [sys.executable, str(ROOT / "tools" / "pretrain_prompt.py"), "--data", str(data), "--output",
-               str(output), "--clip-model", args.model, "--clip-pretrained", "none", "--device", args.device,
-               "--workers", str(workers), "--no-progress", "--val-per-class", "0", "--shots", str(args.per_class),
-               "--group-size", str(args.group_size), "--global-batch", str(args.global_batch), "--views",
-               str(args.views), "--num-sampled", str(args.num_sampled), "--epochs", "1000",
-               "--stop-after-steps", str(args.steps + 1)]
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "pretrain_prompt.py"),
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--clip-model",
+        args.model,
+        "--clip-pretrained",
+        "none",
+        "--device",
+        args.device,
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "--val-per-class",
+        "0",
+        "--shots",
+        str(args.per_class),
+        "--group-size",
+        str(args.group_size),
+        "--global-batch",
+        str(args.global_batch),
+        "--views",
+        str(args.views),
+        "--num-sampled",
+        str(args.num_sampled),
+        "--epochs",
+        "1000",
+        "--stop-after-steps",
+        str(args.steps + 1),
+    ]
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -67,8 +96,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pomp-tiny", help="open_clip model (random weights)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", default=None,
-                        help="comma-separated worker counts (default: 1, 2, 4, ... up to the CPU count)")
+    parser.add_argument(
+        "--workers", default=None, help="comma-separated worker counts (default: 1, 2, 4, ... up to the CPU count)"
+    )
     parser.add_argument("--steps", type=int, default=4, help="timed steps per setting (after 1 start-up step)")
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--per-class", type=int, default=8, help="images per class (all used: --shots)")
@@ -95,20 +125,37 @@ def main(argv=None) -> dict:
 
     best = max(rows, key=lambda row: row["images_per_s_all_processes"])
     result = {
-        "benchmark": "pretrain_e2e", "machine": f"{os.uname().machine}, {cpus} CPUs available",
+        "benchmark": "pretrain_e2e",
+        "machine": f"{os.uname().machine}, {cpus} CPUs available",
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "device": args.device, "model": f"{args.model} (random weights)",
-        "data": {"classes": args.classes, "images": args.classes * args.per_class, "size": f"{width}x{height}",
-                 "mean_jpeg_kb": size / 1024 / (args.classes * args.per_class), "generate_seconds": generated},
-        "step": {"group_size": args.group_size, "global_batch": args.global_batch, "views": args.views,
-                 "num_sampled": args.num_sampled, "timed_steps": args.steps},
+        "device": args.device,
+        "model": f"{args.model} (random weights)",
+        "data": {
+            "classes": args.classes,
+            "images": args.classes * args.per_class,
+            "size": f"{width}x{height}",
+            "mean_jpeg_kb": size / 1024 / (args.classes * args.per_class),
+            "generate_seconds": generated,
+        },
+        "step": {
+            "group_size": args.group_size,
+            "global_batch": args.global_batch,
+            "views": args.views,
+            "num_sampled": args.num_sampled,
+            "timed_steps": args.steps,
+        },
         "results": rows,
-        "best": {"workers": best["workers"], "images_per_s": best["images_per_s_all_processes"],
-                 "data_wait_share": best["data_wait_share"]},
-        "notes": ["images_per_s: end to end, training images (each as `views` augmented views) per second of "
-                  "steps, the first (start-up) step excluded",
-                  "data_wait_share: share of that time the training loop was blocked on the data loader",
-                  "workers 0 loads data in the training process itself"],
+        "best": {
+            "workers": best["workers"],
+            "images_per_s": best["images_per_s_all_processes"],
+            "data_wait_share": best["data_wait_share"],
+        },
+        "notes": [
+            "images_per_s: end to end, training images (each as `views` augmented views) per second of "
+            "steps, the first (start-up) step excluded",
+            "data_wait_share: share of that time the training loop was blocked on the data loader",
+            "workers 0 loads data in the training process itself",
+        ],
     }
     write_result(result, args.out)
     return result

@@ -18,16 +18,17 @@ on the same first batch (they compute the same loss; on a CPU in fp32 the two ag
     python bench/pretrain_step.py --preset gpu --out pretrain_step_h200.json
     python bench/pretrain_step.py --preset gpu --dry-run --device cpu    # the GPU preset's code, shrunk
 """
+
 import argparse
 import copy
 import gc
 import itertools
-from functools import partial
 import json
 import sys
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +41,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakMemory, machine, synchronize, time_call  # noqa: E402
 
 from pomp_plugins.classification.zeroshot import compiled_image_encoder  # noqa: E402
-from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
 from pomp_plugins.pretrain import PompStep, group_negatives, image_feature_function  # noqa: E402
+from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
 from pomp_plugins.prompt.text_encoder import to_device  # noqa: E402
 
 PRESETS = {
-    "cpu": {"model": "pomp-tiny", "device": "cpu", "classes": None, "num_sampled": 1000, "batch": 32, "views": 4,
-            "n_ctx": [4], "repeats": 10, "warmup": 2},
-    "gpu": {"model": "ViT-B-16", "device": "cuda", "classes": None, "num_sampled": 1000, "batch": 32, "views": 4,
-            "n_ctx": [4, 16], "repeats": 20, "warmup": 5},
+    "cpu": {
+        "model": "pomp-tiny",
+        "device": "cpu",
+        "classes": None,
+        "num_sampled": 1000,
+        "batch": 32,
+        "views": 4,
+        "n_ctx": [4],
+        "repeats": 10,
+        "warmup": 2,
+    },
+    "gpu": {
+        "model": "ViT-B-16",
+        "device": "cuda",
+        "classes": None,
+        "num_sampled": 1000,
+        "batch": 32,
+        "views": 4,
+        "n_ctx": [4, 16],
+        "repeats": 20,
+        "warmup": 5,
+    },
 }
 DRY_RUN = {"classes": 200, "num_sampled": 32, "batch": 2, "views": 2, "repeats": 1, "warmup": 1}
 LR, MOMENTUM, WEIGHT_DECAY, LOG_BASE = 0.002, 0.9, 5e-4, 10.0
@@ -61,8 +80,14 @@ def sgd(parameter: torch.Tensor) -> torch.optim.SGD:
     return torch.optim.SGD([parameter], lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
-def reference_loss(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor,
-                   logit_scale: float, num_classes: int) -> torch.Tensor:
+def reference_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    labels: torch.Tensor,
+    negatives: torch.Tensor,
+    logit_scale: float,
+    num_classes: int,
+) -> torch.Tensor:
     """The released code's loss, written out (not ``pomp_loss``, so the benchmark's agreement means something):
     ``text`` holds every row's positive prompt ``[B]`` then the negatives ``[K-1]``; a negative equal to the row's
     label is dropped and the others get the margin ``log10((N-1) / (K-1-r))``."""
@@ -81,8 +106,17 @@ class ReferenceStyleStep:
 
     labels_on_device = True  # the reference draws and indexes classes on the GPU
 
-    def __init__(self, clip_model: nn.Module, names: list[str], n_ctx: int, num_sampled: int, logit_scale: float,
-                 ctx: torch.Tensor, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        names: list[str],
+        n_ctx: int,
+        num_sampled: int,
+        logit_scale: float,
+        ctx: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         self.model = copy.deepcopy(clip_model).to(device=device, dtype=dtype)
         self.num_classes, self.logit_scale = len(names), logit_scale
         placeholder = " ".join(["X"] * n_ctx)
@@ -123,9 +157,20 @@ class OursStep:
 
     labels_on_device = False  # labels and negatives stay on the CPU, where the step is planned
 
-    def __init__(self, clip_model: nn.Module, names: list[str], n_ctx: int, num_sampled: int, logit_scale: float,
-                 ctx: torch.Tensor, dtype: torch.dtype, device: torch.device, images_per_step: int,
-                 compile_image_tower: bool = False, cuda_graphs: bool = True):
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        names: list[str],
+        n_ctx: int,
+        num_sampled: int,
+        logit_scale: float,
+        ctx: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+        images_per_step: int,
+        compile_image_tower: bool = False,
+        cuda_graphs: bool = True,
+    ):
         self.model = copy.deepcopy(clip_model).to(device=device, dtype=dtype)
         # no silent fall-back to eager here: a failed compile must show as an error, not as a compiled time
         encode = compiled_image_encoder(self.model, fall_back=False) if compile_image_tower else None
@@ -134,8 +179,16 @@ class OursStep:
         self.encoder = PromptedTextEncoder.from_clip(self.model, n_ctx)
         with torch.no_grad():
             self.encoder.ctx.copy_(ctx)
-        self.step = PompStep(self.encoder, self.encoder.tokenize(names, device="cpu"), logit_scale, num_sampled,
-                             LOG_BASE, sgd(self.encoder.ctx), cuda_graphs=cuda_graphs, max_positives=images_per_step)
+        self.step = PompStep(
+            self.encoder,
+            self.encoder.tokenize(names, device="cpu"),
+            logit_scale,
+            num_sampled,
+            LOG_BASE,
+            sgd(self.encoder.ctx),
+            cuda_graphs=cuda_graphs,
+            max_positives=images_per_step,
+        )
 
     def loss(self, images, labels, negatives) -> torch.Tensor:
         return self.step.loss(self.image_features(images), self.step.prepare(labels, negatives))
@@ -187,12 +240,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--device", default=None, help="override the preset's device")
     parser.add_argument("--model", default=None, help="override the preset's CLIP model (open_clip name)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help=f"the preset's code at tiny sizes ({DRY_RUN}), e.g. to check the GPU preset on a CPU")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"the preset's code at tiny sizes ({DRY_RUN}), e.g. to check the GPU preset on a CPU",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per variant (median reported)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time ours with a torch.compile'd image tower (n_ctx 4), unless more than "
-                             f"{COMPILE_START_BUDGET_S} s have passed by then")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time ours with a torch.compile'd image tower (n_ctx 4), unless more than "
+        f"{COMPILE_START_BUDGET_S} s have passed by then",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     script_started = time.perf_counter()
@@ -230,14 +289,26 @@ def main(argv=None) -> dict:
         return lambda: step(step_images, step_labels, step_negatives_[next(counter) % DISTINCT_STEPS])
 
     result = {
-        "benchmark": "pretrain_step", "preset": args.preset, "dry_run": args.dry_run, "machine": machine(device),
-        "torch": torch.__version__, "model": f"{settings['model']} (random weights)", "classes": num_classes,
-        "num_sampled": num_sampled, "images_per_step": batch, "views": views, "repeats": settings["repeats"],
-        "dtypes": {"ours": f"{str(ours_dtype)[6:]} frozen weights, float32 ctx",
-                   "reference_style": f"{str(reference_dtype)[6:]} whole model and ctx"},
-        "notes": ["images/s counts images (each seen as `views` views) per second of full training steps",
-                  "peak_gib: CUDA max_memory_allocated during the variant (its model copy included); on a CPU the "
-                  "rise of the process's peak RSS, which only grows, so only the first variant's is meaningful"],
+        "benchmark": "pretrain_step",
+        "preset": args.preset,
+        "dry_run": args.dry_run,
+        "machine": machine(device),
+        "torch": torch.__version__,
+        "model": f"{settings['model']} (random weights)",
+        "classes": num_classes,
+        "num_sampled": num_sampled,
+        "images_per_step": batch,
+        "views": views,
+        "repeats": settings["repeats"],
+        "dtypes": {
+            "ours": f"{str(ours_dtype)[6:]} frozen weights, float32 ctx",
+            "reference_style": f"{str(reference_dtype)[6:]} whole model and ctx",
+        },
+        "notes": [
+            "images/s counts images (each seen as `views` views) per second of full training steps",
+            "peak_gib: CUDA max_memory_allocated during the variant (its model copy included); on a CPU the "
+            "rise of the process's peak RSS, which only grows, so only the first variant's is meaningful",
+        ],
     }
     if device.type == "cpu":
         result["notes"].append("CPU: the reference-style step runs in fp32, since fp16 matmuls are not meaningful here")
@@ -264,8 +335,9 @@ def main(argv=None) -> dict:
     def feature_cache() -> dict:
         ctx = torch.randn(4, width, generator=torch.Generator().manual_seed(4)) * 0.02
         ours = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device, batch)
-        picks = [np.sort(np.random.default_rng(i).choice(CACHED_IMAGES, batch, replace=False))
-                 for i in range(DISTINCT_STEPS)]
+        picks = [
+            np.sort(np.random.default_rng(i).choice(CACHED_IMAGES, batch, replace=False)) for i in range(DISTINCT_STEPS)
+        ]
         counter = itertools.count()
         with tempfile.TemporaryDirectory() as folder:
             features = cached_features(Path(folder), views, base.model.visual.output_dim)
@@ -283,19 +355,24 @@ def main(argv=None) -> dict:
     for n_ctx in settings["n_ctx"]:
         ctx = torch.randn(n_ctx, width, generator=torch.Generator().manual_seed(n_ctx)) * 0.02
         entry = rows[f"n_ctx_{n_ctx}"] = {}
-        variants = [("ours", partial(OursStep, images_per_step=batch), ours_dtype),
-                    ("reference_style", ReferenceStyleStep, reference_dtype)]
+        variants = [
+            ("ours", partial(OursStep, images_per_step=batch), ours_dtype),
+            ("reference_style", ReferenceStyleStep, reference_dtype),
+        ]
         if device.type == "cuda" and n_ctx == 4:  # what the CUDA graphs save
-            variants.insert(1, ("ours_without_cuda_graphs", partial(OursStep, images_per_step=batch,
-                                                                    cuda_graphs=False), ours_dtype))
+            variants.insert(
+                1, ("ours_without_cuda_graphs", partial(OursStep, images_per_step=batch, cuda_graphs=False), ours_dtype)
+            )
         final_ctx = {}
         for name, kind, dtype in variants:
-            def measure_it(kind=kind, dtype=dtype, name=name) -> dict:
+
+            def measure_it(
+                kind=kind, dtype=dtype, name=name, n_ctx=n_ctx, ctx=ctx, entry=entry, final_ctx=final_ctx
+            ) -> dict:
                 step = kind(base.model, names, n_ctx, num_sampled, base.logit_scale, ctx, dtype, device)
                 first_images, first_labels, first_negatives = data_for(step, dtype)
                 with torch.no_grad():
-                    entry[f"loss_first_batch_{name}"] = float(step.loss(first_images, first_labels,
-                                                                        first_negatives[0]))
+                    entry[f"loss_first_batch_{name}"] = float(step.loss(first_images, first_labels, first_negatives[0]))
                 timing = measure(stepper(step, dtype), device, settings["repeats"], settings["warmup"], batch)
                 final_ctx[name] = step_ctx(step).detach().float().cpu()  # after warmup + repeats identical steps
                 if name == "ours":
@@ -313,10 +390,21 @@ def main(argv=None) -> dict:
         entry["ctx_after_steps"] = ctx_agreement(ctx, final_ctx, settings["warmup"] + settings["repeats"])
 
     if args.compile:
+
         def compiled() -> dict:
             ctx = torch.randn(4, width, generator=torch.Generator().manual_seed(4)) * 0.02
-            step = OursStep(base.model, names, 4, num_sampled, base.logit_scale, ctx, ours_dtype, device, batch,
-                            compile_image_tower=True)
+            step = OursStep(
+                base.model,
+                names,
+                4,
+                num_sampled,
+                base.logit_scale,
+                ctx,
+                ours_dtype,
+                device,
+                batch,
+                compile_image_tower=True,
+            )
             step_images, step_labels, step_negatives_ = data_for(step, ours_dtype)
             started = time.perf_counter()
             step(step_images, step_labels, step_negatives_[0])  # compiles

@@ -6,6 +6,7 @@ the kernels with the most device time per step, as JSON:
 
     python bench/profile_pretrain_step.py --out bench/results/profile_pretrain_step_h200.json
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_result  # noqa: E402
 from pretrain_step import OursStep  # noqa: E402
 
-from pomp_plugins.prompt import get_vocabulary, load_clip  # noqa: E402
 from pomp_plugins.pretrain import group_negatives  # noqa: E402
+from pomp_plugins.prompt import get_vocabulary, load_clip  # noqa: E402
 
 
 def device_time_us(event) -> float:
@@ -47,8 +48,18 @@ def main(argv=None) -> dict:
     base = load_clip(args.model, None, device="cpu", dtype="fp32")
     names = list(get_vocabulary("imagenet21k-p").names[: args.classes])
     ctx = torch.randn(args.n_ctx, base.model.token_embedding.embedding_dim) * 0.02
-    ours = OursStep(base.model, names, args.n_ctx, args.num_sampled, base.logit_scale, ctx, dtype, device,
-                    args.batch, cuda_graphs=False)
+    ours = OursStep(
+        base.model,
+        names,
+        args.n_ctx,
+        args.num_sampled,
+        base.logit_scale,
+        ctx,
+        dtype,
+        device,
+        args.batch,
+        cuda_graphs=False,
+    )
     size = base.image_size
     images = torch.randn(args.batch * args.views, 3, size, size).to(device, dtype)
     labels = torch.randint(len(names), (args.batch,)).repeat_interleave(args.views)
@@ -69,7 +80,7 @@ def main(argv=None) -> dict:
         if marks:
             marks[3].record()
             torch.cuda.synchronize()
-            for (name, times), start, end in zip(parts.items(), marks[:-1], marks[1:]):
+            for (_name, times), start, end in zip(parts.items(), marks[:-1], marks[1:]):
                 times.append(start.elapsed_time(end))
 
     for i in range(3):
@@ -85,12 +96,20 @@ def main(argv=None) -> dict:
         "benchmark": "profile_pretrain_step",
         "machine": machine(device),
         "torch": torch.__version__,
-        "settings": {"model": args.model, "classes": len(names), "num_sampled": args.num_sampled,
-                     "images": args.batch, "views": args.views, "n_ctx": args.n_ctx, "cuda_graphs": False},
+        "settings": {
+            "model": args.model,
+            "classes": len(names),
+            "num_sampled": args.num_sampled,
+            "images": args.batch,
+            "views": args.views,
+            "n_ctx": args.n_ctx,
+            "cuda_graphs": False,
+        },
         "ms_per_step_by_part": {name: sum(t) / len(t) for name, t in parts.items() if t},
         "top_kernels_device_ms_per_step": [
             {"name": e.key[:120], "ms": device_time_us(e) / 1e3 / args.steps, "calls_per_step": e.count / args.steps}
-            for e in events[: args.top] if device_time_us(e) > 0
+            for e in events[: args.top]
+            if device_time_us(e) > 0
         ],
         "cpu_ops_per_step": sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / args.steps,
     }

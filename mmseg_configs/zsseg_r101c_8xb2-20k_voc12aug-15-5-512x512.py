@@ -4,17 +4,19 @@
 # 0.7, one prompt for the head and the CLIP stage).
 # Paper: POMP hIoU 84.4 (seen 93.6, unseen 76.8); ZSSeg 77.5.
 _base_ = [
-    './_base_/models/zsseg_r101c.py',
-    './_base_/datasets/voc12aug-15-5_512x512.py',
-    './_base_/runtime.py',
-    './_base_/schedule_zsseg.py',
+    "./_base_/models/zsseg_r101c.py",
+    "./_base_/datasets/voc12aug-15-5_512x512.py",
+    "./_base_/runtime.py",
+    "./_base_/schedule_zsseg.py",
 ]
 model = dict(
     data_preprocessor=dict(size=(512, 512), size_divisor=None),
     decode_head=dict(
         clip_stage=dict(weight=0.7, mask_threshold=0.5),
         # the prompt tuned on VOC's seen-class masks (tools/tune_prompt_seg.py), or a pre-trained POMP prompt
-        text_classifier=dict(classes='voc', split='voc-15-5', prompt='pomp_vit_b16_voc.pt')))
+        text_classifier=dict(classes="voc", split="voc-15-5", prompt="pomp_vit_b16_voc.pt"),
+    ),
+)
 max_iters = 20000
-param_scheduler = [dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=max_iters, by_epoch=False)]
+param_scheduler = [dict(type="PolyLR", eta_min=0, power=0.9, begin=0, end=max_iters, by_epoch=False)]
 train_cfg = dict(max_iters=max_iters)

@@ -3,12 +3,14 @@
 # POMP's pcontext-59/cross_dataset_pomp_prompt_test_only.yaml (ensemble weight 0.2, mask threshold 0.5). Paper: POMP
 # mIoU 51.1.
 _base_ = [
-    './_base_/models/zsseg_r101c.py',
-    './_base_/datasets/pascal-context-59_test.py',
-    './_base_/runtime.py',
+    "./_base_/models/zsseg_r101c.py",
+    "./_base_/datasets/pascal-context-59_test.py",
+    "./_base_/runtime.py",
 ]
 model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.2, mask_threshold=0.5),
-        text_classifier=dict(classes='pascal-context', split=None, prompt='pomp_vit_b16_coco-stuff.pt')))
-test_cfg = dict(type='TestLoop')
+        text_classifier=dict(classes="pascal-context", split=None, prompt="pomp_vit_b16_coco-stuff.pt"),
+    )
+)
+test_cfg = dict(type="TestLoop")

@@ -1,4 +1,5 @@
 """Test-wide settings: no network, an isolated embedding cache, and a tiny random-weight CLIP."""
+
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a weight request fails at once instead of waiting on DNS

@@ -4,6 +4,7 @@ Tests call ``detic_module("detic.data.custom_dataset_dataloader")``; it skips th
 oracle is not installed. ``POMP_TEST_ORACLES`` names another folder holding it. ``pomp_plugins`` itself never
 imports Detic.
 """
+
 from __future__ import annotations
 
 import importlib

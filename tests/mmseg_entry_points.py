@@ -6,6 +6,7 @@ step for step, so the tests can run our configs the way users do from an mmsegme
 
 It imports nothing of this repository: the config's ``custom_imports`` loads the plugin, as with mmseg's tools.
 """
+
 import argparse
 import os
 import os.path as osp

@@ -44,12 +44,12 @@ def test_embedding_files_in_detics_npy_format(tmp_path):
 
 
 def test_weights_from_a_prompt_over_names():
-    weights = classifier_weights(["cat", "dog", "bird"], hard_prompt="a photo of a", clip_model="pomp-tiny",
-                                 clip_pretrained=None, dim=64)
+    weights = classifier_weights(
+        ["cat", "dog", "bird"], hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None, dim=64
+    )
     assert weights.shape == (3, 64)
     with pytest.raises(EmbeddingFileError, match="gives 64-d text embeddings.*dimension 512"):
-        classifier_weights(["cat"], hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None,
-                           dim=512)
+        classifier_weights(["cat"], hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None, dim=512)
 
 
 def test_defaults_no_bias_bad_shapes_and_the_features_dtype():
@@ -95,8 +95,9 @@ def test_weights_from_a_hard_prompt_are_open_clips_unnormalised_text_features(ti
 
 
 def test_weights_from_a_prompt_file_use_its_ctx_and_the_clip_it_names(tiny_clip, tmp_path):
-    from pomp_plugins.prompt import Prompt, save_prompt
     from test_zeroshot_metrics import coop_text_features
+
+    from pomp_plugins.prompt import Prompt, save_prompt
 
     ctx = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
     save_prompt(Prompt(ctx, clip_model="pomp-tiny"), tmp_path / "prompt.pt")

@@ -96,8 +96,15 @@ def test_openai_state_dict_file_gets_quickgelu(tmp_path, tiny_clip, caplog):
     """A plain state dict saved from OpenAI's archive keeps OpenAI's extra entries: that layout means QuickGELU."""
     state = dict(tiny_clip.model.state_dict())
     path = tmp_path / "tiny-openai-state.pt"
-    torch.save({**state, "input_resolution": torch.tensor(32), "context_length": torch.tensor(77),
-                "vocab_size": torch.tensor(49408)}, path)
+    torch.save(
+        {
+            **state,
+            "input_resolution": torch.tensor(32),
+            "context_length": torch.tensor(77),
+            "vocab_size": torch.tensor(49408),
+        },
+        path,
+    )
     with caplog.at_level(logging.INFO, logger="pomp_plugins.prompt.clip"):
         loaded = load_clip(TINY_MODEL, str(path))
     assert loaded.quick_gelu and "OpenAI's state-dict layout" in loaded.activation
@@ -118,8 +125,9 @@ def test_plain_state_dict_activation(tmp_path, tiny_clip, caplog):
     assert hinted.quick_gelu and "the prompt was trained with" in hinted.activation
     forced = load_clip(TINY_MODEL, str(path), quick_gelu=True, prompt_quick_gelu=False)
     assert forced.quick_gelu and forced.activation == "QuickGELU (asked for)"
-    assert torch.allclose(text_features(hinted.model),
-                          text_features(reference_model(True, tiny_clip.model.state_dict())), atol=1e-6)
+    assert torch.allclose(
+        text_features(hinted.model), text_features(reference_model(True, tiny_clip.model.state_dict())), atol=1e-6
+    )
 
 
 def test_auto_is_for_prompt_files():

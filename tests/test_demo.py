@@ -1,4 +1,5 @@
 """The README's main-job demo, end to end: generated data, pre-training with the tiny CLIP, zero-shot evaluation."""
+
 import json
 import subprocess
 import sys
@@ -13,8 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_demo_learns_a_prompt_that_beats_the_hard_prompt(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "demo.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     accuracy = json.loads((tmp_path / "summary.json").read_text())["accuracy"]
     learned, hard = accuracy["POMP prompt (learned)"], accuracy["hard prompt 'a photo of a {name}.'"]

@@ -95,8 +95,19 @@ def test_vocabulary_strings(tmp_path):
 def tiny_text_cfg(*opts):
     cfg = get_cfg()
     add_pomp_config(cfg)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.POMP.CLIP_MODEL", "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED",
-                         "none", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64, *opts])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.POMP.CLIP_MODEL",
+            "pomp-tiny",
+            "MODEL.POMP.CLIP_PRETRAINED",
+            "none",
+            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM",
+            64,
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -104,13 +115,20 @@ def test_config_embeddings_from_a_prompt_or_a_detic_npy(tmp_path):
     cfg = tiny_text_cfg("MODEL.POMP.VOCABULARY", "cat,dog,bird", "MODEL.ROI_HEADS.NUM_CLASSES", 3)
     assert config_class_embeddings(cfg).shape == (3, 64) and config_num_classes(cfg) == 3
     np.save(tmp_path / "coco.npy", np.random.randn(80, 64).astype(np.float16))
-    cfg = tiny_text_cfg("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", str(tmp_path / "coco.npy"),
-                        "MODEL.ROI_HEADS.NUM_CLASSES", 80)
+    cfg = tiny_text_cfg(
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", str(tmp_path / "coco.npy"), "MODEL.ROI_HEADS.NUM_CLASSES", 80
+    )
     torch.testing.assert_close(config_class_embeddings(cfg), load_embedding_file(tmp_path / "coco.npy"))
     assert config_class_embeddings(tiny_text_cfg("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", "rand")) is None
     with pytest.raises(PompConfigError, match="has 80 classes but MODEL.ROI_HEADS.NUM_CLASSES is 1203"):
-        config_class_embeddings(tiny_text_cfg("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", str(tmp_path / "coco.npy"),
-                                              "MODEL.ROI_HEADS.NUM_CLASSES", 1203))
+        config_class_embeddings(
+            tiny_text_cfg(
+                "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+                str(tmp_path / "coco.npy"),
+                "MODEL.ROI_HEADS.NUM_CLASSES",
+                1203,
+            )
+        )
 
 
 def test_a_template_ensemble_as_the_classifier(tiny_clip):
@@ -120,23 +138,54 @@ def test_a_template_ensemble_as_the_classifier(tiny_clip):
     from pomp_plugins.prompt import get_templates
 
     names = ["cat", "traffic light"]
-    cfg = tiny_text_cfg("MODEL.POMP.VOCABULARY", ",".join(names), "MODEL.ROI_HEADS.NUM_CLASSES", 2,
-                        "MODEL.POMP.TEMPLATES", "vild")
+    cfg = tiny_text_cfg(
+        "MODEL.POMP.VOCABULARY", ",".join(names), "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.POMP.TEMPLATES", "vild"
+    )
     with torch.no_grad():
-        expected = torch.stack([F.normalize(F.normalize(tiny_clip.model.encode_text(open_clip.tokenize(
-            [template.format(name) for template in get_templates("vild")])), dim=-1).mean(0), dim=-1)
-            for name in names])
+        expected = torch.stack(
+            [
+                F.normalize(
+                    F.normalize(
+                        tiny_clip.model.encode_text(
+                            open_clip.tokenize([template.format(name) for template in get_templates("vild")])
+                        ),
+                        dim=-1,
+                    ).mean(0),
+                    dim=-1,
+                )
+                for name in names
+            ]
+        )
     torch.testing.assert_close(config_class_embeddings(cfg), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(PompConfigError, match="exclude each other"):
-        config_class_embeddings(tiny_text_cfg("MODEL.POMP.VOCABULARY", "cat,dog", "MODEL.ROI_HEADS.NUM_CLASSES", 2,
-                                              "MODEL.POMP.TEMPLATES", "vild", "MODEL.POMP.PROMPT", "p.pt"))
+        config_class_embeddings(
+            tiny_text_cfg(
+                "MODEL.POMP.VOCABULARY",
+                "cat,dog",
+                "MODEL.ROI_HEADS.NUM_CLASSES",
+                2,
+                "MODEL.POMP.TEMPLATES",
+                "vild",
+                "MODEL.POMP.PROMPT",
+                "p.pt",
+            )
+        )
 
 
 def test_one_classifier_per_test_set(tmp_path):
     np.save(tmp_path / "o365.npy", np.random.randn(365, 64).astype(np.float16))
-    cfg = tiny_text_cfg("MODEL.RESET_CLS_TESTS", True, "DATASETS.TEST", ("coco_2017_val", "objects365_val", "x"),
-                        "MODEL.POMP.TEST_VOCABULARIES", ["coco", ""],
-                        "MODEL.TEST_CLASSIFIERS", ["", str(tmp_path / "o365.npy")], "MODEL.TEST_NUM_CLASSES", [80, 365])
+    cfg = tiny_text_cfg(
+        "MODEL.RESET_CLS_TESTS",
+        True,
+        "DATASETS.TEST",
+        ("coco_2017_val", "objects365_val", "x"),
+        "MODEL.POMP.TEST_VOCABULARIES",
+        ["coco", ""],
+        "MODEL.TEST_CLASSIFIERS",
+        ["", str(tmp_path / "o365.npy")],
+        "MODEL.TEST_NUM_CLASSES",
+        [80, 365],
+    )
     assert config_test_embeddings(cfg, 0).shape == (80, 64) and config_num_classes(cfg, True, 0) == 80
     assert config_test_embeddings(cfg, 1).shape == (365, 64) and config_num_classes(cfg, True, 1) == 365
     with pytest.raises(PompConfigError, match="test set 2 \\(x\\) has neither"):
@@ -148,22 +197,39 @@ def test_one_classifier_per_test_set(tmp_path):
 def test_bad_embedding_sources_fail_clearly(tmp_path):
     np.save(tmp_path / "lvis.npy", np.random.randn(1203, 512).astype(np.float16))
     with pytest.raises(EmbeddingFileError, match="dimension 512, but the classifier expects dimension 64"):
-        config_class_embeddings(tiny_text_cfg("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", str(tmp_path / "lvis.npy"),
-                                              "MODEL.ROI_HEADS.NUM_CLASSES", 1203))
+        config_class_embeddings(
+            tiny_text_cfg(
+                "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+                str(tmp_path / "lvis.npy"),
+                "MODEL.ROI_HEADS.NUM_CLASSES",
+                1203,
+            )
+        )
     with pytest.raises(EmbeddingFileError, match="gives 64-d text embeddings.*dimension 512"):
-        config_class_embeddings(tiny_text_cfg("MODEL.POMP.VOCABULARY", "coco",
-                                              "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 512))
+        config_class_embeddings(
+            tiny_text_cfg("MODEL.POMP.VOCABULARY", "coco", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 512)
+        )
     with pytest.raises(FileNotFoundError, match="prompt file .*nope.pt' does not exist"):
-        config_class_embeddings(tiny_text_cfg("MODEL.POMP.VOCABULARY", "coco", "MODEL.POMP.PROMPT",
-                                              str(tmp_path / "nope.pt")))
+        config_class_embeddings(
+            tiny_text_cfg("MODEL.POMP.VOCABULARY", "coco", "MODEL.POMP.PROMPT", str(tmp_path / "nope.pt"))
+        )
 
 
 def test_detic_names_map_to_ours():
-    cfg = tiny_text_cfg("MODEL.META_ARCHITECTURE", "CustomRCNN", "MODEL.ROI_HEADS.NAME", "DeticCascadeROIHeads",
-                        "MODEL.BACKBONE.NAME", "build_swintransformer_fpn_backbone")
+    cfg = tiny_text_cfg(
+        "MODEL.META_ARCHITECTURE",
+        "CustomRCNN",
+        "MODEL.ROI_HEADS.NAME",
+        "DeticCascadeROIHeads",
+        "MODEL.BACKBONE.NAME",
+        "build_swintransformer_fpn_backbone",
+    )
     mapped = use_pomp_names(cfg)
-    assert (mapped.MODEL.META_ARCHITECTURE, mapped.MODEL.ROI_HEADS.NAME, mapped.MODEL.BACKBONE.NAME) == \
-        ("PompRCNN", "PompCascadeROIHeads", "build_pomp_swin_fpn_backbone")
+    assert (mapped.MODEL.META_ARCHITECTURE, mapped.MODEL.ROI_HEADS.NAME, mapped.MODEL.BACKBONE.NAME) == (
+        "PompRCNN",
+        "PompCascadeROIHeads",
+        "build_pomp_swin_fpn_backbone",
+    )
     assert cfg.MODEL.META_ARCHITECTURE == "CustomRCNN"  # a copy
     stock = tiny_text_cfg("MODEL.ROI_HEADS.NAME", "Res5ROIHeads")
     assert use_pomp_names(stock).MODEL.ROI_HEADS.NAME == "Res5ROIHeads"  # no zero-shot classifier asked for

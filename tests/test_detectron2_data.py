@@ -1,5 +1,6 @@
 """Datasets from json paths, Detic's class-frequency file, and Detic's multi-dataset loader (sampler, mapper,
 grouping), against Detic's own code where it is installed and against its formulas written out."""
+
 import itertools
 import json
 import math
@@ -59,8 +60,12 @@ def fake_images(counts, seed=0):
     for source, count in enumerate(counts):
         for i in range(count):
             classes = sorted({int(c) for c in rng.geometric(0.4, size=rng.randint(1, 4)) - 1 if c < 10})
-            d = {"image_id": len(dicts), "dataset_source": source, "width": 4 if i % 3 else 3, "height": 3 if i % 3
-                 else 4}
+            d = {
+                "image_id": len(dicts),
+                "dataset_source": source,
+                "width": 4 if i % 3 else 3,
+                "height": 3 if i % 3 else 4,
+            }
             if source == 0:
                 d["annotations"] = [{"category_id": c} for c in classes]
             else:
@@ -70,6 +75,7 @@ def fake_images(counts, seed=0):
 
 
 # --- Datasets ------------------------------------------------------------------------------------------------------
+
 
 def test_lvis_base_drops_rare_annotations(toy):
     rare = [i for i, (_, frequency, _) in enumerate(CLASSES) if frequency == "r"]
@@ -99,8 +105,10 @@ def test_bad_dataset_files_fail_clearly(tmp_path, toy):
         DatasetCatalog.get("test_missing")
     with pytest.raises(PompConfigError, match="unknown format 'yolo'"):
         register_dataset("test_yolo", "yolo", "x.json", str(tmp_path))
-    labels = {"categories": [{"id": 1, "name": "a"}], "images": [{"id": 1, "file_name": "a.png", "height": 2,
-                                                                  "width": 2, "pos_category_ids": [7]}]}
+    labels = {
+        "categories": [{"id": 1, "name": "a"}],
+        "images": [{"id": 1, "file_name": "a.png", "height": 2, "width": 2, "pos_category_ids": [7]}],
+    }
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     register_dataset("test_bad_labels", "image-labels", str(tmp_path / "labels.json"), str(tmp_path))
     with pytest.raises(DatasetFormatError, match=r"pos_category_ids \[7\] that are not among its categories"):
@@ -108,11 +116,14 @@ def test_bad_dataset_files_fail_clearly(tmp_path, toy):
 
 
 def test_box_only_annotations_are_kept_and_broken_polygons_skipped(tmp_path):
-    data = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
-            "categories": [{"id": 7, "name": "cat", "frequency": "f", "image_count": 1}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [0, 0, 4, 4]},
-                            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [1, 1, 2, 2],
-                             "segmentation": [[1, 1, 3, 1]]}]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+        "categories": [{"id": 7, "name": "cat", "frequency": "f", "image_count": 1}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [0, 0, 4, 4]},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [1, 1, 2, 2], "segmentation": [[1, 1, 3, 1]]},
+        ],
+    }
     (tmp_path / "boxes.json").write_text(json.dumps(data))
     register_dataset("test_box_only", "lvis", str(tmp_path / "boxes.json"), str(tmp_path))
     (image,) = DatasetCatalog.get("test_box_only")
@@ -120,6 +131,7 @@ def test_box_only_annotations_are_kept_and_broken_polygons_skipped(tmp_path):
 
 
 # --- Class frequencies (CAT_FREQ_PATH) -----------------------------------------------------------------------------
+
 
 def test_cat_info_counts_the_full_training_set(toy, tmp_path):
     data = json.loads((toy / "train.json").read_text())
@@ -129,13 +141,15 @@ def test_cat_info_counts_the_full_training_set(toy, tmp_path):
         instances[a["category_id"]] += 1
     info = json.loads((toy / "train_cat_info.json").read_text())  # written by write_toy_dataset
     assert [(c["id"], c["image_count"], c["instance_count"]) for c in info] == [
-        (c["id"], len(images.get(c["id"], ())), instances[c["id"]]) for c in data["categories"]]
+        (c["id"], len(images.get(c["id"], ())), instances[c["id"]]) for c in data["categories"]
+    ]
     assert all(c["image_count"] > 0 for c in info if c["frequency"] == "r")  # rare classes keep their counts
 
     shuffled = tmp_path / "shuffled.json"
     shuffled.write_text(json.dumps(info[::-1]))
-    expected = torch.tensor([len(images.get(c["id"], ())) ** 0.5 for c in sorted(data["categories"],
-                                                                                   key=lambda c: c["id"])])
+    expected = torch.tensor(
+        [len(images.get(c["id"], ())) ** 0.5 for c in sorted(data["categories"], key=lambda c: c["id"])]
+    )
     torch.testing.assert_close(load_class_freq(str(shuffled), 0.5), expected)
     try:
         utils = detic_module("detic.modeling.utils")
@@ -149,8 +163,11 @@ def test_cat_info_tool_and_its_errors(toy, tmp_path):
     data = json.loads((toy / "train.json").read_text())
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 2]  # an "unseen" class
     (tmp_path / "seen.json").write_text(json.dumps(data))
-    result = subprocess.run([sys.executable, "-m", "pomp_plugins.detectron2.cat_info", str(tmp_path / "seen.json"),
-                             "-o", str(output)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pomp_plugins.detectron2.cat_info", str(tmp_path / "seen.json"), "-o", str(output)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["zero_image_count"] == 1
     assert load_class_freq(str(output), 1.0)[1] == 0  # IGNORE_ZERO_CATS leaves it out of the loss
@@ -165,6 +182,7 @@ def test_cat_info_tool_and_its_errors(toy, tmp_path):
 
 # --- The sampler ---------------------------------------------------------------------------------------------------
 
+
 def test_tag_repeat_factors_follow_the_lvis_formula():
     dicts = [{"pos_category_ids": ids} for ids in ([0], [0, 1], [0], [2], [])]
     # f(0) = 3/5, f(1) = f(2) = 1/5; r(c) = max(1, sqrt(0.5 / f(c)))
@@ -174,13 +192,18 @@ def test_tag_repeat_factors_follow_the_lvis_formula():
         loader = detic_module("detic.data.custom_dataset_dataloader")
     except pytest.skip.Exception:
         return
-    torch.testing.assert_close(repeat_factors_from_tag_frequency(dicts, 0.5),
-                               loader.repeat_factors_from_tag_frequency(dicts, 0.5))
+    torch.testing.assert_close(
+        repeat_factors_from_tag_frequency(dicts, 0.5), loader.repeat_factors_from_tag_frequency(dicts, 0.5)
+    )
 
 
 def sampler_cfg(ratio=(1, 4), use_rfs=(True, False)):
-    return detic_cfg(DATALOADER__DATASET_RATIO=list(ratio), DATALOADER__USE_RFS=list(use_rfs),
-                     DATALOADER__DATASET_ANN=["box", "image"], DATALOADER__REPEAT_THRESHOLD=0.3)
+    return detic_cfg(
+        DATALOADER__DATASET_RATIO=list(ratio),
+        DATALOADER__USE_RFS=list(use_rfs),
+        DATALOADER__DATASET_ANN=["box", "image"],
+        DATALOADER__REPEAT_THRESHOLD=0.3,
+    )
 
 
 @pytest.mark.parametrize("use_rfs", [(True, False), (False, True)])
@@ -191,12 +214,15 @@ def test_sampler_weights_are_detics_formula(use_rfs):
     for source, (start, size) in enumerate([(0, 30), (30, 90)]):
         if not use_rfs[source]:
             continue
-        categories = [{a["category_id"] for a in d["annotations"]} if source == 0 else set(d["pos_category_ids"])
-                      for d in dicts[start:start + size]]
+        categories = [
+            {a["category_id"] for a in d["annotations"]} if source == 0 else set(d["pos_category_ids"])
+            for d in dicts[start : start + size]
+        ]
         frequency = Counter(c for cs in categories for c in cs)
-        factors = [max([max(1.0, math.sqrt(0.3 / (frequency[c] / size))) for c in cs], default=1.0)
-                   for cs in categories]
-        rfs[start:start + size] = [f * size / sum(factors) for f in factors]
+        factors = [
+            max([max(1.0, math.sqrt(0.3 / (frequency[c] / size))) for c in cs], default=1.0) for cs in categories
+        ]
+        rfs[start : start + size] = [f * size / sum(factors) for f in factors]
     dataset_weight = [90 / 30 * 1 / 5] * 30 + [90 / 90 * 4 / 5] * 90
     torch.testing.assert_close(sampler.weights.double(), torch.tensor(dataset_weight).double() * torch.tensor(rfs))
 
@@ -214,8 +240,9 @@ def test_sampler_gives_detics_index_stream():
     dicts = fake_images([30, 90])
     cfg = sampler_cfg()
     ours = list(itertools.islice(iter(DatasetRatioSampler(cfg, dicts, seed=7)), 500))
-    theirs = loader.MultiDatasetSampler(dicts, dataset_ratio=[1, 4], use_rfs=[True, False],
-                                        dataset_ann=["box", "image"], repeat_threshold=0.3, seed=7)
+    theirs = loader.MultiDatasetSampler(
+        dicts, dataset_ratio=[1, 4], use_rfs=[True, False], dataset_ann=["box", "image"], repeat_threshold=0.3, seed=7
+    )
     torch.testing.assert_close(DatasetRatioSampler(cfg, dicts, seed=7).weights, theirs.weights)
     assert ours == [int(i) for i in itertools.islice(iter(theirs), 500)]
 
@@ -242,15 +269,27 @@ def test_grouping_equals_detics():
 
 # --- The mapper and the whole loader -------------------------------------------------------------------------------
 
+
 def loader_cfg(**overrides):
     settings = dict(
-        DATASETS__TRAIN=("test_toy_base", "test_toy_labels"), WITH_IMAGE_LABELS=True,
-        DATALOADER__SAMPLER_TRAIN="MultiDatasetSampler", DATALOADER__DATASET_RATIO=[1, 2],
-        DATALOADER__USE_RFS=[True, False], DATALOADER__DATASET_ANN=["box", "image"],
-        DATALOADER__MULTI_DATASET_GROUPING=True, DATALOADER__USE_DIFF_BS_SIZE=True, DATALOADER__DATASET_BS=[2, 4],
-        DATALOADER__DATASET_INPUT_SIZE=[128, 64], DATALOADER__DATASET_INPUT_SCALE=[(0.5, 1.5), (0.8, 1.2)],
-        DATALOADER__FILTER_EMPTY_ANNOTATIONS=False, DATALOADER__NUM_WORKERS=0, DATALOADER__REPEAT_THRESHOLD=0.3,
-        INPUT__CUSTOM_AUG="EfficientDetResizeCrop", INPUT__FORMAT="RGB", SEED=3)
+        DATASETS__TRAIN=("test_toy_base", "test_toy_labels"),
+        WITH_IMAGE_LABELS=True,
+        DATALOADER__SAMPLER_TRAIN="MultiDatasetSampler",
+        DATALOADER__DATASET_RATIO=[1, 2],
+        DATALOADER__USE_RFS=[True, False],
+        DATALOADER__DATASET_ANN=["box", "image"],
+        DATALOADER__MULTI_DATASET_GROUPING=True,
+        DATALOADER__USE_DIFF_BS_SIZE=True,
+        DATALOADER__DATASET_BS=[2, 4],
+        DATALOADER__DATASET_INPUT_SIZE=[128, 64],
+        DATALOADER__DATASET_INPUT_SCALE=[(0.5, 1.5), (0.8, 1.2)],
+        DATALOADER__FILTER_EMPTY_ANNOTATIONS=False,
+        DATALOADER__NUM_WORKERS=0,
+        DATALOADER__REPEAT_THRESHOLD=0.3,
+        INPUT__CUSTOM_AUG="EfficientDetResizeCrop",
+        INPUT__FORMAT="RGB",
+        SEED=3,
+    )
     settings.update(overrides)
     return detic_cfg(**settings)
 
@@ -279,8 +318,9 @@ def test_mapper_equals_detics_custom_dataset_mapper(toy):
     cfg.DATALOADER.TARFILE_PATH = cfg.DATALOADER.TAR_INDEX_DIR = ""
     theirs = mapper_module.CustomDatasetMapper(cfg, True)
     ours = MultiDatasetMapper(cfg, True)
-    images = [dict(d, dataset_source=0) for d in DatasetCatalog.get("test_toy_base")[:3]] + \
-        [dict(d, dataset_source=1) for d in DatasetCatalog.get("test_toy_labels")[:3]]
+    images = [dict(d, dataset_source=0) for d in DatasetCatalog.get("test_toy_base")[:3]] + [
+        dict(d, dataset_source=1) for d in DatasetCatalog.get("test_toy_labels")[:3]
+    ]
     for d in images:
         np.random.seed(5)
         a = ours(d)
@@ -317,6 +357,7 @@ def test_loader_config_errors(toy):
 
 # --- Detic's own configs -------------------------------------------------------------------------------------------
 
+
 def detic_recipe_cfg(config):
     """Our config with the data, input and solver sections of one of Detic's config files (with its bases)."""
     cfg = detic_cfg()
@@ -327,15 +368,20 @@ def detic_recipe_cfg(config):
 
 def describe(augmentations):
     """Each augmentation's class name and settings, sequences as tuples."""
-    return [(type(a).__name__, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in vars(a).items()})
-            for a in augmentations.augs]
+    return [
+        (type(a).__name__, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in vars(a).items()})
+        for a in augmentations.augs
+    ]
 
 
-@pytest.mark.parametrize("config, augmentations", [
-    ("Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.yaml", [((640, 640), (0.1, 2.0)), ((320, 320), (0.5, 1.5))]),
-    ("Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml", [((896, 896), (0.1, 2.0)), ((448, 448), (0.5, 1.5))]),
-    ("Detic_OVCOCO_CLIP_R50_1x_max-size.yaml", [((800, 800), 1333), ((400, 400), 667)]),
-])
+@pytest.mark.parametrize(
+    "config, augmentations",
+    [
+        ("Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.yaml", [((640, 640), (0.1, 2.0)), ((320, 320), (0.5, 1.5))]),
+        ("Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml", [((896, 896), (0.1, 2.0)), ((448, 448), (0.5, 1.5))]),
+        ("Detic_OVCOCO_CLIP_R50_1x_max-size.yaml", [((800, 800), 1333), ((400, 400), 667)]),
+    ],
+)
 def test_detics_configs_give_detics_per_dataset_augmentations(config, augmentations):
     cfg = detic_recipe_cfg(config)
     cfg.IS_DEBUG, cfg.DATALOADER.USE_TAR_DATASET = False, False
@@ -370,10 +416,17 @@ def test_whole_loader_equals_detics(toy):
     cfg.IS_DEBUG, cfg.DATALOADER.USE_TAR_DATASET = False, False
     cfg.DATALOADER.TARFILE_PATH = cfg.DATALOADER.TAR_INDEX_DIR = ""
     dicts = dataloader.get_detection_dataset_dicts_with_source(cfg.DATASETS.TRAIN, filter_empty=False)
-    sampler = dataloader.MultiDatasetSampler(dicts, dataset_ratio=[1, 2], use_rfs=[True, False],
-                                             dataset_ann=["box", "image"], repeat_threshold=0.3, seed=cfg.SEED)
-    theirs = dataloader.build_custom_train_loader(cfg, mapper=mapper_module.CustomDatasetMapper(cfg, True),
-                                                  sampler=sampler)
+    sampler = dataloader.MultiDatasetSampler(
+        dicts,
+        dataset_ratio=[1, 2],
+        use_rfs=[True, False],
+        dataset_ann=["box", "image"],
+        repeat_threshold=0.3,
+        seed=cfg.SEED,
+    )
+    theirs = dataloader.build_custom_train_loader(
+        cfg, mapper=mapper_module.CustomDatasetMapper(cfg, True), sampler=sampler
+    )
     np.random.seed(0)
     theirs = list(itertools.islice(theirs, 10))
     np.random.seed(0)

@@ -1,6 +1,7 @@
 """The POMP detector built from configs: build-time errors, the vocabulary swap (also through DDP), the drop-in
 config, the image-label loss, and training on a fixed batch (the tiny CPU config on the generated toy data).
 Its equality with Detic's own model is tests/test_detic_parity.py's."""
+
 import json
 from pathlib import Path
 
@@ -29,8 +30,16 @@ from pomp_plugins.detectron2.toy_data import NAMES, write_toy_dataset
 from pomp_plugins.prompt import EmbeddingFileError, VocabularyError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "detectron2_configs"
-TINY_CLIP = ["MODEL.POMP.PROMPT", "", "MODEL.POMP.CLIP_MODEL", "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none",
-             "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64]
+TINY_CLIP = [
+    "MODEL.POMP.PROMPT",
+    "",
+    "MODEL.POMP.CLIP_MODEL",
+    "pomp-tiny",
+    "MODEL.POMP.CLIP_PRETRAINED",
+    "none",
+    "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM",
+    64,
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +48,9 @@ def toy(tmp_path_factory):
     write_toy_dataset(root, train_images=8, val_images=4)
     if not (root / "train_cat_info.json").is_file():  # Detic's cat-info file of the training json
         categories = json.loads((root / "train.json").read_text())["categories"]
-        (root / "train_cat_info.json").write_text(json.dumps(
-            [{"id": c["id"], "image_count": c["image_count"]} for c in categories]))
+        (root / "train_cat_info.json").write_text(
+            json.dumps([{"id": c["id"], "image_count": c["image_count"]} for c in categories])
+        )
     return root
 
 
@@ -82,16 +92,26 @@ def image_labelled(box_inputs):
     return out
 
 
-@pytest.mark.parametrize("opts, error, message", [
-    (("MODEL.ROI_HEADS.NUM_CLASSES", 7), PompConfigError, "has 6 classes but MODEL.ROI_HEADS.NUM_CLASSES is 7"),
-    (("MODEL.POMP.VOCABULARY", "squares"), VocabularyError, "unknown vocabulary 'squares'"),
-    (("MODEL.POMP.PROMPT", "missing_prompt.pt"), FileNotFoundError, "prompt file 'missing_prompt.pt' does not"),
-    (("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 512), EmbeddingFileError, "gives 64-d text embeddings.*dimension 512"),
-    (("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "MODEL.POMP.TEST_VOCABULARY", "cat,dog"), PompConfigError,
-     "has 2 classes but the mask head is class-specific for 6"),
-    (("MODEL.ROI_BOX_HEAD.IMAGE_LABEL_LOSS", "wsddn"), PompConfigError, "IMAGE_LABEL_LOSS"),
-    (("MODEL.WITH_CAPTION", True), PompConfigError, "MODEL.WITH_CAPTION"),
-])
+@pytest.mark.parametrize(
+    "opts, error, message",
+    [
+        (("MODEL.ROI_HEADS.NUM_CLASSES", 7), PompConfigError, "has 6 classes but MODEL.ROI_HEADS.NUM_CLASSES is 7"),
+        (("MODEL.POMP.VOCABULARY", "squares"), VocabularyError, "unknown vocabulary 'squares'"),
+        (("MODEL.POMP.PROMPT", "missing_prompt.pt"), FileNotFoundError, "prompt file 'missing_prompt.pt' does not"),
+        (
+            ("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 512),
+            EmbeddingFileError,
+            "gives 64-d text embeddings.*dimension 512",
+        ),
+        (
+            ("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "MODEL.POMP.TEST_VOCABULARY", "cat,dog"),
+            PompConfigError,
+            "has 2 classes but the mask head is class-specific for 6",
+        ),
+        (("MODEL.ROI_BOX_HEAD.IMAGE_LABEL_LOSS", "wsddn"), PompConfigError, "IMAGE_LABEL_LOSS"),
+        (("MODEL.WITH_CAPTION", True), PompConfigError, "MODEL.WITH_CAPTION"),
+    ],
+)
 def test_bad_input_fails_at_build_time(toy, opts, error, message):
     with pytest.raises(error, match=message):
         build_model(tiny_cfg(toy, *opts))
@@ -135,11 +155,14 @@ def test_vocabulary_swap_through_ddp_keeps_common_class_predictions(toy, process
         set_class_embeddings(model, torch.randn(4, 32))
 
 
-@pytest.mark.parametrize("zoo_config, heads", [
-    ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "PompStandardROIHeads"),
-    ("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "PompCascadeROIHeads"),
-    ("COCO-Detection/faster_rcnn_R_50_C4_1x.yaml", "PompRes5ROIHeads"),
-])
+@pytest.mark.parametrize(
+    "zoo_config, heads",
+    [
+        ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "PompStandardROIHeads"),
+        ("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "PompCascadeROIHeads"),
+        ("COCO-Detection/faster_rcnn_R_50_C4_1x.yaml", "PompRes5ROIHeads"),
+    ],
+)
 def test_drop_in_config_keeps_the_stock_heads_kind(zoo_config, heads):
     def stock_cfg():
         cfg = get_cfg()
@@ -157,9 +180,11 @@ def test_drop_in_config_keeps_the_stock_heads_kind(zoo_config, heads):
     zero_shot = build_model(cfg)
     predictors = zero_shot.roi_heads.box_predictors
     assert all(isinstance(p.cls_score, ZeroShotBoxClassifier) and p.cls_score.num_classes == 80 for p in predictors)
+
     # Detic's predictor: the zero-shot classifier and a class-agnostic MLP box regression; the rest is stock
-    shapes = lambda model: {k: v.shape for k, v in model.state_dict().items()  # noqa
-                            if ".cls_score." not in k and ".bbox_pred." not in k}
+    def shapes(model):
+        return {k: v.shape for k, v in model.state_dict().items() if ".cls_score." not in k and ".bbox_pred." not in k}
+
     assert shapes(zero_shot) == shapes(stock)
     assert all(p.bbox_pred[-1].out_features == 4 for p in predictors)
     with pytest.raises(PompConfigError, match="no zero-shot classifier"):
@@ -183,8 +208,9 @@ def test_image_label_loss_is_detics_max_size_loss(toy):
     losses = predictor.image_label_losses((scores, deltas), proposals, [[2, 4], [0]])
 
     def bce(row, label):
-        return F.binary_cross_entropy_with_logits(scores[row], F.one_hot(torch.tensor(label), 7).float(),
-                                                  reduction="sum")
+        return F.binary_cross_entropy_with_logits(
+            scores[row], F.one_hot(torch.tensor(label), 7).float(), reduction="sum"
+        )
 
     expected = ((bce(1, 2) + bce(1, 4)) / 2 + bce(4, 0)) / 2
     torch.testing.assert_close(losses["image_loss"], 0.1 * expected)
@@ -209,7 +235,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch(toy, variant):
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    first, last = history[:len(batches)], history[-len(batches):]
+    first, last = history[: len(batches)], history[-len(batches) :]
     assert sum(last) < 0.8 * sum(first), history
 
 
@@ -238,8 +264,9 @@ def test_every_shipped_config_builds(config, tmp_path):
     cfg = use_pomp_names(cfg)
     if cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS or cfg.MODEL.ROI_BOX_HEAD.IGNORE_ZERO_CATS:
         cat_info = tmp_path / "cat_info.json"
-        cat_info.write_text(json.dumps([{"id": i + 1, "image_count": 1}
-                                        for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)]))
+        cat_info.write_text(
+            json.dumps([{"id": i + 1, "image_count": 1} for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)])
+        )
         cfg.MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH = str(cat_info)
     register_datasets_from_config(cfg)  # lazy: the json files are read when the data is
     model = build_model(cfg)

@@ -1,5 +1,6 @@
 """Detic's solver: optimizer parameter groups and full-model clipping (against Detic's builder where installed),
 the WarmupCosine schedule (against its formula), and mixed-precision steps on the CPU."""
+
 import math
 
 import pytest
@@ -41,10 +42,30 @@ def tiny_model():
 def solver_cfg(**overrides):
     cfg = get_cfg()
     add_pomp_config(cfg)
-    cfg.SOLVER.merge_from_list(["USE_CUSTOM_SOLVER", True, "OPTIMIZER", "ADAMW", "BASE_LR", 2e-4,
-                                "BACKBONE_MULTIPLIER", 0.1, "WEIGHT_DECAY", 1e-4, "CLIP_GRADIENTS.ENABLED", True,
-                                "CLIP_GRADIENTS.CLIP_TYPE", "full_model", "CLIP_GRADIENTS.CLIP_VALUE", 0.5,
-                                "CUSTOM_MULTIPLIER_NAME", ["bias_head"], "CUSTOM_MULTIPLIER", 3.0])
+    cfg.SOLVER.merge_from_list(
+        [
+            "USE_CUSTOM_SOLVER",
+            True,
+            "OPTIMIZER",
+            "ADAMW",
+            "BASE_LR",
+            2e-4,
+            "BACKBONE_MULTIPLIER",
+            0.1,
+            "WEIGHT_DECAY",
+            1e-4,
+            "CLIP_GRADIENTS.ENABLED",
+            True,
+            "CLIP_GRADIENTS.CLIP_TYPE",
+            "full_model",
+            "CLIP_GRADIENTS.CLIP_VALUE",
+            0.5,
+            "CUSTOM_MULTIPLIER_NAME",
+            ["bias_head"],
+            "CUSTOM_MULTIPLIER",
+            3.0,
+        ]
+    )
     cfg.SOLVER.merge_from_list([x for kv in overrides.items() for x in kv])
     return cfg
 
@@ -86,8 +107,14 @@ def test_optimizer_equals_detics_builder(optimizer, clip_type):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("config", ["Base-C2_L_R5021k_640b64_4x.yaml", "Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml",
-                                    "Base_OVCOCO_C4_1x.yaml"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        "Base-C2_L_R5021k_640b64_4x.yaml",
+        "Detic_LbaseI_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml",
+        "Base_OVCOCO_C4_1x.yaml",
+    ],
+)
 def test_detics_configs_give_detics_optimizer(config):
     """Detic's train_net: its builder with USE_CUSTOM_SOLVER, detectron2's otherwise."""
     solver = detic_module("detic.custom_solver")
@@ -97,16 +124,20 @@ def test_detics_configs_give_detics_optimizer(config):
     ours_model, theirs_model = tiny_model(), tiny_model()
     ours = build_optimizer(cfg, ours_model)
     theirs = (solver.build_custom_optimizer if cfg.SOLVER.USE_CUSTOM_SOLVER else build_detectron2_optimizer)(
-        cfg, theirs_model)
+        cfg, theirs_model
+    )
     assert type(ours).__mro__[1:] == type(theirs).__mro__[1:]
-    assert [{k: v for k, v in g.items() if k != "params"} for g in ours.param_groups] == \
-        [{k: v for k, v in g.items() if k != "params"} for g in theirs.param_groups]
+    assert [{k: v for k, v in g.items() if k != "params"} for g in ours.param_groups] == [
+        {k: v for k, v in g.items() if k != "params"} for g in theirs.param_groups
+    ]
 
 
 def test_full_model_clipping_bounds_the_global_gradient_norm():
     model = tiny_model()
-    optimizer = build_optimizer(solver_cfg(OPTIMIZER="SGD", BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0,
-                                           CUSTOM_MULTIPLIER=1.0, WEIGHT_DECAY=0.0), model)
+    optimizer = build_optimizer(
+        solver_cfg(OPTIMIZER="SGD", BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0, CUSTOM_MULTIPLIER=1.0, WEIGHT_DECAY=0.0),
+        model,
+    )
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     (1000 * model(torch.randn(2, 3, 6, 6)).sum()).backward()
     optimizer.step()  # SGD, lr 1, no momentum or decay: the step is minus the clipped gradient
@@ -119,8 +150,12 @@ def test_custom_settings_need_the_custom_solver():
         build_optimizer(solver_cfg(USE_CUSTOM_SOLVER=False), tiny_model())
     with pytest.raises(PompConfigError, match="SOLVER.OPTIMIZER 'LAMB' is not supported"):
         build_optimizer(solver_cfg(OPTIMIZER="LAMB"), tiny_model())
-    plain = build_optimizer(solver_cfg(USE_CUSTOM_SOLVER=False, OPTIMIZER="SGD", BACKBONE_MULTIPLIER=1.0,
-                                       **{"CLIP_GRADIENTS.CLIP_TYPE": "value"}), tiny_model())
+    plain = build_optimizer(
+        solver_cfg(
+            USE_CUSTOM_SOLVER=False, OPTIMIZER="SGD", BACKBONE_MULTIPLIER=1.0, **{"CLIP_GRADIENTS.CLIP_TYPE": "value"}
+        ),
+        tiny_model(),
+    )
     assert isinstance(plain, torch.optim.SGD)  # detectron2's own builder
 
 

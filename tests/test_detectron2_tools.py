@@ -1,4 +1,5 @@
 """Evaluation (LVIS with APr/APc/APf, COCO), tools/train_net.py and tools/detect_demo.py on the toy data."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -50,9 +51,12 @@ class GroundTruthModel(nn.Module):
             instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float))
             instances.scores = torch.ones(len(boxes))
             instances.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]])
-            instances.pred_masks = torch.stack([
-                torch.from_numpy(polygons_to_bitmask(a["segmentation"], d["height"], d["width"]))
-                for a in d["annotations"]])
+            instances.pred_masks = torch.stack(
+                [
+                    torch.from_numpy(polygons_to_bitmask(a["segmentation"], d["height"], d["width"]))
+                    for a in d["annotations"]
+                ]
+            )
             outputs.append({"instances": instances})
         return outputs
 
@@ -80,11 +84,27 @@ def toy_args(toy, output_dir, *extra, config="POMP-Tiny-CPU.yaml"):
     datasets = {"pomp_toy_train": "train", "pomp_toy_val": "val"}
     if "image-labels" in config:
         datasets["pomp_toy_image_labels"] = "image_labels"
-    paths = [[f"DATASETS.REGISTER.{name}.JSON", str(toy / f"{split}.json"), f"DATASETS.REGISTER.{name}.IMAGE_ROOT",
-              str(toy / "images")] for name, split in datasets.items()]
-    return ["--config-file", str(ROOT / "detectron2_configs" / config), *extra, "OUTPUT_DIR", str(output_dir),
-            "TEST.DETECTIONS_PER_IMAGE", "20", "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", str(toy / "train_cat_info.json"),
-            *sum(paths, [])]
+    paths = [
+        [
+            f"DATASETS.REGISTER.{name}.JSON",
+            str(toy / f"{split}.json"),
+            f"DATASETS.REGISTER.{name}.IMAGE_ROOT",
+            str(toy / "images"),
+        ]
+        for name, split in datasets.items()
+    ]
+    return [
+        "--config-file",
+        str(ROOT / "detectron2_configs" / config),
+        *extra,
+        "OUTPUT_DIR",
+        str(output_dir),
+        "TEST.DETECTIONS_PER_IMAGE",
+        "20",
+        "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH",
+        str(toy / "train_cat_info.json"),
+        *sum(paths, []),
+    ]
 
 
 @pytest.mark.slow
@@ -92,12 +112,35 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
     train_net = load_tool("train_net")
     no_test = ("SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()")  # evaluated below
     # Detic's recipe: its loader (box and image-label batches), AdamW + full-model clipping, WarmupCosine, AMP.
-    recipe = ("SOLVER.USE_CUSTOM_SOLVER", "True", "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "0.0002",
-              "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
-              "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.AMP.ENABLED", "True", "SEED", "1",
-              "SOLVER.MAX_ITER", "8", "SOLVER.TRAIN_ITER", "4")  # 4 iterations of an 8-iteration schedule
-    assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path / "detic", *no_test, *recipe,
-                                                      config="POMP-Tiny-CPU_image-labels.yaml")) == 0
+    recipe = (
+        "SOLVER.USE_CUSTOM_SOLVER",
+        "True",
+        "SOLVER.OPTIMIZER",
+        "ADAMW",
+        "SOLVER.BASE_LR",
+        "0.0002",
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupCosineLR",
+        "SOLVER.CLIP_GRADIENTS.ENABLED",
+        "True",
+        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+        "full_model",
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "SEED",
+        "1",
+        "SOLVER.MAX_ITER",
+        "8",
+        "SOLVER.TRAIN_ITER",
+        "4",
+    )  # 4 iterations of an 8-iteration schedule
+    assert (
+        train_net.run_tool(
+            train_net.cli,
+            toy_args(toy, tmp_path / "detic", *no_test, *recipe, config="POMP-Tiny-CPU_image-labels.yaml"),
+        )
+        == 0
+    )
     metrics = [json.loads(line) for line in (tmp_path / "detic" / "metrics.json").read_text().splitlines()]
     assert max(m["iteration"] for m in metrics) == 3
     assert any("image_loss_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
@@ -106,15 +149,28 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
     weights = tmp_path / "model_final.pth"
     assert weights.is_file()
 
-    results = train_net.main(train_net.parse_args(toy_args(toy, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS",
-                                                           str(weights))))
+    results = train_net.main(
+        train_net.parse_args(toy_args(toy, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", str(weights)))
+    )
     for task in ("bbox", "segm"):
         assert set(results[task]) == LVIS_METRICS
         assert all(np.isfinite(results[task][k]) for k in ("AP", "APr", "APc", "APf"))
 
     # Cross-dataset: the same model on a COCO-format test set with its own class names as the vocabulary.
-    coco = ["--eval-only", "--dataset", "toy_coco", "coco", str(toy / "val.json"), str(toy / "images"),
-            "--test-vocabulary", ",".join(NAMES), "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", "('toy_coco',)"]
+    coco = [
+        "--eval-only",
+        "--dataset",
+        "toy_coco",
+        "coco",
+        str(toy / "val.json"),
+        str(toy / "images"),
+        "--test-vocabulary",
+        ",".join(NAMES),
+        "MODEL.WEIGHTS",
+        str(weights),
+        "DATASETS.TEST",
+        "('toy_coco',)",
+    ]
     results = train_net.main(train_net.parse_args(toy_args(toy, tmp_path / "coco", *coco)))
     assert np.isfinite(results["bbox"]["AP"]) and "APr" not in results["bbox"]
 
@@ -128,8 +184,16 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
 def test_detect_demo_draws_a_vocabulary_of_choice(toy, tmp_path, capsys):
     detect_demo = load_tool("detect_demo")
     output = tmp_path / "detections.png"
-    args = ["--config-file", str(ROOT / "detectron2_configs" / "POMP-Tiny-CPU.yaml"), "--input",
-            str(toy / "images" / "val_0000.png"), "--output", str(output), "--confidence-threshold", "0"]
+    args = [
+        "--config-file",
+        str(ROOT / "detectron2_configs" / "POMP-Tiny-CPU.yaml"),
+        "--input",
+        str(toy / "images" / "val_0000.png"),
+        "--output",
+        str(output),
+        "--confidence-threshold",
+        "0",
+    ]
     assert detect_demo.run_tool(detect_demo.main, args + ["--names", "blue square,zebra"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["classes"] == 2 and summary["detections"]

@@ -6,6 +6,7 @@ cat-info json, ours gets the oracle's random weights, and then: the state-dict k
 detections on one image are equal, and every loss of a box batch (and of an image-label batch where the config
 trains on image labels) is equal, the RNG seeded alike before each forward (label sampling, federated-loss classes).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,10 +24,9 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
+from detic_oracle import ORACLES, detic_module
 
 from pomp_plugins.detectron2 import PompConfigError, add_pomp_config
-
-from detic_oracle import ORACLES, detic_module
 
 CONFIGS = Path(__file__).resolve().parent.parent / "detectron2_configs"
 
@@ -42,13 +42,36 @@ PAIRS = [
 ]
 # Few proposals and small samples, the same in both models (the keys exist in both configs).
 SMALL = [
-    "MODEL.DEVICE", "cpu", "FP16", False, "MODEL.WEIGHTS", "",
-    "MODEL.CENTERNET.PRE_NMS_TOPK_TRAIN", 200, "MODEL.CENTERNET.POST_NMS_TOPK_TRAIN", 48,
-    "MODEL.CENTERNET.PRE_NMS_TOPK_TEST", 200, "MODEL.CENTERNET.POST_NMS_TOPK_TEST", 32,
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 48,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", 200, "MODEL.RPN.POST_NMS_TOPK_TEST", 32,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
-    "MODEL.ROI_BOX_HEAD.WS_NUM_PROPS", 16, "TEST.DETECTIONS_PER_IMAGE", 20,
+    "MODEL.DEVICE",
+    "cpu",
+    "FP16",
+    False,
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.CENTERNET.PRE_NMS_TOPK_TRAIN",
+    200,
+    "MODEL.CENTERNET.POST_NMS_TOPK_TRAIN",
+    48,
+    "MODEL.CENTERNET.PRE_NMS_TOPK_TEST",
+    200,
+    "MODEL.CENTERNET.POST_NMS_TOPK_TEST",
+    32,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    200,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    48,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    200,
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    32,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    32,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    0.0,
+    "MODEL.ROI_BOX_HEAD.WS_NUM_PROPS",
+    16,
+    "TEST.DETECTIONS_PER_IMAGE",
+    20,
 ]
 
 
@@ -81,8 +104,9 @@ def detic_model(metadata, config, *opts):
     detic_config.add_detic_config(cfg)
     cfg.merge_from_file(str(ORACLES / "configs" / f"{config}.yaml"))
     npy, cat_info = _files(metadata, config)
-    cfg.merge_from_list(SMALL + ["MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", npy,
-                                 "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info, *opts])
+    cfg.merge_from_list(
+        SMALL + ["MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", npy, "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info, *opts]
+    )
     if "OVCOCO" not in config:
         # Detic's cascade builds detectron2's stock predictors first, which read the class counts of
         # DATASETS.TRAIN's metadata; other tests may have re-registered Detic's dataset names without them.
@@ -100,8 +124,18 @@ def our_cfg(metadata, config, *opts):
     add_pomp_config(cfg)
     cfg.merge_from_file(str(CONFIGS / f"{config}.yaml"))
     npy, cat_info = _files(metadata, config)
-    cfg.merge_from_list(SMALL + ["MODEL.POMP.VOCABULARY", "", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", npy,
-                                 "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info, *opts])
+    cfg.merge_from_list(
+        SMALL
+        + [
+            "MODEL.POMP.VOCABULARY",
+            "",
+            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+            npy,
+            "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH",
+            cat_info,
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -157,8 +191,9 @@ def _losses(model, inputs, seed=0, backward=False):
 
 def test_same_state_dict_keys_and_shapes(pair):
     oracle, ours, _ = pair
-    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
-        {k: tuple(v.shape) for k, v in oracle.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in oracle.state_dict().items()
+    }
 
 
 @pytest.mark.parametrize("one_class_per_proposal", [False, True])
@@ -207,13 +242,30 @@ def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_pa
     detic_classifier = np.random.default_rng(1).standard_normal((80, 64)).astype(np.float16)
     np.save(tmp_path / "detic_coco_64.npy", detic_classifier)
     torch.manual_seed(0)
-    oracle = detic_model(metadata, "BoxSup_OVCOCO_CLIP_R50_1x", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
-                         str(tmp_path / "detic_coco_64.npy"), "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
+    oracle = detic_model(
+        metadata,
+        "BoxSup_OVCOCO_CLIP_R50_1x",
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+        str(tmp_path / "detic_coco_64.npy"),
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM",
+        64,
+    )
     state = oracle.state_dict()
     torch.save({"model": state}, tmp_path / "detic.pth")
-    cfg = our_cfg(metadata, "BoxSup_OVCOCO_POMP_R50_1x", "MODEL.POMP.VOCABULARY", "coco", "MODEL.POMP.CLIP_MODEL",
-                  "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.PROMPT", "",
-                  "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
+    cfg = our_cfg(
+        metadata,
+        "BoxSup_OVCOCO_POMP_R50_1x",
+        "MODEL.POMP.VOCABULARY",
+        "coco",
+        "MODEL.POMP.CLIP_MODEL",
+        "pomp-tiny",
+        "MODEL.POMP.CLIP_PRETRAINED",
+        "none",
+        "MODEL.POMP.PROMPT",
+        "",
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM",
+        64,
+    )
     ours = build_model(cfg)
     pomp_classifier = ours.roi_heads.box_predictor.cls_score.zs_weight.clone()
     checkpointer = DetectionCheckpointer(ours)
@@ -234,8 +286,9 @@ def test_loads_a_detic_checkpoint_and_keeps_the_pomp_classifier(metadata, tmp_pa
     (incompatible,) = reports
     assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
     assert torch.equal(ours.roi_heads.box_predictor.cls_score.zs_weight, pomp_classifier)
-    assert torch.equal(ours.roi_heads.box_predictor.cls_score.linear.weight,
-                       state["roi_heads.box_predictor.cls_score.linear.weight"])
+    assert torch.equal(
+        ours.roi_heads.box_predictor.cls_score.linear.weight, state["roi_heads.box_predictor.cls_score.linear.weight"]
+    )
     assert any("keeping the configured classifier" in m for m in messages)
 
 
@@ -247,8 +300,11 @@ def test_open_vocabulary_coco_split_and_ap50_are_detics():
 
     assert set(OV_COCO_SEEN) == {c["name"] for c in zeroshot.categories_seen}
     assert set(OV_COCO_UNSEEN) == {c["name"] for c in zeroshot.categories_unseen}
-    names = [c["name"] for c in importlib.import_module("detectron2.data.datasets.builtin_meta").COCO_CATEGORIES
-             if c["isthing"]]
+    names = [
+        c["name"]
+        for c in importlib.import_module("detectron2.data.datasets.builtin_meta").COCO_CATEGORIES
+        if c["isthing"]
+    ]
     rng = np.random.default_rng(0)
     coco_eval = types.SimpleNamespace(stats=rng.random(12), eval={"precision": rng.random((10, 101, 80, 4, 3))})
     coco_eval.eval["precision"][0, :, 5] = -1  # a class without ground truth
@@ -270,8 +326,14 @@ def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, t
 
     np.save(tmp_path / "detic_coco_64.npy", np.random.default_rng(1).standard_normal((80, 64)).astype(np.float16))
     torch.manual_seed(0)
-    oracle = detic_model(metadata, "BoxSup_OVCOCO_CLIP_R50_1x", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
-                         str(tmp_path / "detic_coco_64.npy"), "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64)
+    oracle = detic_model(
+        metadata,
+        "BoxSup_OVCOCO_CLIP_R50_1x",
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
+        str(tmp_path / "detic_coco_64.npy"),
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM",
+        64,
+    )
     torch.save({"model": oracle.state_dict()}, tmp_path / "detic.pth")
     write_toy_dataset(tmp_path / "toy", train_images=2, val_images=3)
     reports = []
@@ -280,15 +342,46 @@ def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, t
     train_net = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_net)
     _, cat_info = _files(metadata, "OVCOCO")
-    args = ["--eval-only", "--config-file", str(CONFIGS / "BoxSup_OVCOCO_POMP_R50_1x.yaml"),
-            "--dataset", "toy_coco", "coco", str(tmp_path / "toy" / "val.json"), str(tmp_path / "toy" / "images"),
-            "--test-vocabulary", ",".join(NAMES),
-            "MODEL.WEIGHTS", str(tmp_path / "detic.pth"), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
-            "DATASETS.TEST", "('toy_coco',)", "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH", cat_info,
-            "MODEL.POMP.CLIP_MODEL", "pomp-tiny", "MODEL.POMP.CLIP_PRETRAINED", "none", "MODEL.POMP.PROMPT", "",
-            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 64, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
-            "MODEL.RPN.POST_NMS_TOPK_TEST", 50, "TEST.DETECTIONS_PER_IMAGE", 20,
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
+    args = [
+        "--eval-only",
+        "--config-file",
+        str(CONFIGS / "BoxSup_OVCOCO_POMP_R50_1x.yaml"),
+        "--dataset",
+        "toy_coco",
+        "coco",
+        str(tmp_path / "toy" / "val.json"),
+        str(tmp_path / "toy" / "images"),
+        "--test-vocabulary",
+        ",".join(NAMES),
+        "MODEL.WEIGHTS",
+        str(tmp_path / "detic.pth"),
+        "MODEL.DEVICE",
+        "cpu",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+        "DATASETS.TEST",
+        "('toy_coco',)",
+        "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH",
+        cat_info,
+        "MODEL.POMP.CLIP_MODEL",
+        "pomp-tiny",
+        "MODEL.POMP.CLIP_PRETRAINED",
+        "none",
+        "MODEL.POMP.PROMPT",
+        "",
+        "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM",
+        64,
+        "INPUT.MIN_SIZE_TEST",
+        96,
+        "INPUT.MAX_SIZE_TEST",
+        128,
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        50,
+        "TEST.DETECTIONS_PER_IMAGE",
+        20,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        0.0,
+    ]
     results = train_net.main(train_net.parse_args([str(a) for a in args]))
     (incompatible,) = reports
     assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
@@ -296,9 +389,19 @@ def test_train_net_evaluates_a_detic_checkpoint_without_key_warnings(metadata, t
 
     # Cross-dataset evaluation: one classifier per test set (MODEL.RESET_CLS_TESTS), each checked against its set
     toy_set = [str(tmp_path / "toy" / "val.json"), str(tmp_path / "toy" / "images")]
-    cross = args[:args.index("--test-vocabulary")] + ["--dataset", "toy_coco_2", "coco", *toy_set] + \
-        args[args.index("MODEL.WEIGHTS"):] + ["DATASETS.TEST", "('toy_coco', 'toy_coco_2')", "MODEL.RESET_CLS_TESTS",
-                                               True, "MODEL.POMP.TEST_VOCABULARIES", [",".join(NAMES), "x,y"]]
+    cross = (
+        args[: args.index("--test-vocabulary")]
+        + ["--dataset", "toy_coco_2", "coco", *toy_set]
+        + args[args.index("MODEL.WEIGHTS") :]
+        + [
+            "DATASETS.TEST",
+            "('toy_coco', 'toy_coco_2')",
+            "MODEL.RESET_CLS_TESTS",
+            True,
+            "MODEL.POMP.TEST_VOCABULARIES",
+            [",".join(NAMES), "x,y"],
+        ]
+    )
     with pytest.raises(PompConfigError, match="'toy_coco_2' has 6 classes but the inference vocabulary has 2"):
         train_net.main(train_net.parse_args([str(a) for a in cross]))
     cross[-1] = [",".join(NAMES), ",".join(reversed(NAMES))]

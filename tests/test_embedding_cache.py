@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from pomp_plugins.prompt import (
+    ClipMismatchWarning,
     EmbeddingCache,
     Prompt,
     PromptedTextEncoder,
-    ClipMismatchWarning,
     WeightsUnavailableError,
     class_embeddings,
     load_clip,
@@ -48,8 +48,9 @@ def test_changed_prompt_weights_or_names_never_hit_a_stale_entry(tmp_path, tiny_
     fresh = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
     other = PromptedTextEncoder.from_clip(load_clip("pomp-tiny", None, seed=123).model, init="a photo of a")
     assert cache.key(other, ["cat", "dog"]) != cache.key(fresh, ["cat", "dog"])
-    bf16 = PromptedTextEncoder(PromptedTextEncoder.from_clip(load_clip("pomp-tiny", None, dtype="bf16").model).tower,
-                               other.ctx)
+    bf16 = PromptedTextEncoder(
+        PromptedTextEncoder.from_clip(load_clip("pomp-tiny", None, dtype="bf16").model).tower, other.ctx
+    )
     assert cache.key(bf16, ["cat"]) != cache.key(other, ["cat"])
 
 
@@ -88,8 +89,11 @@ def test_activation_and_template_are_in_the_key(tmp_path, tiny_clip, monkeypatch
 
     key = cache.key(gelu_encoder, names)
     original = PromptedTextEncoder.tokenize
-    monkeypatch.setattr(PromptedTextEncoder, "tokenize",
-                        lambda self, names, device=None: original(self, [f"{n}!" for n in names], device))
+    monkeypatch.setattr(
+        PromptedTextEncoder,
+        "tokenize",
+        lambda self, names, device=None: original(self, [f"{n}!" for n in names], device),
+    )
     assert cache.key(gelu_encoder, names) != key
 
 
@@ -131,12 +135,20 @@ def test_without_a_prompt_record_the_defaults_apply(tmp_path, monkeypatch):
     import pomp_plugins.prompt.embedder as embedder
 
     asked = []
-    monkeypatch.setattr(embedder, "load_clip", lambda name, pretrained, **kwargs: asked.append(
-        (name, pretrained, kwargs["prompt_quick_gelu"])) or load_clip("pomp-tiny", None))
+    monkeypatch.setattr(
+        embedder,
+        "load_clip",
+        lambda name, pretrained, **kwargs: (
+            asked.append((name, pretrained, kwargs["prompt_quick_gelu"])) or load_clip("pomp-tiny", None)
+        ),
+    )
     reference = tmp_path / "model.pth.tar-5"
     torch.save({"state_dict": {"ctx": torch.zeros(4, 64).half()}, "epoch": 5}, reference)
     load_for_prompt(None)
     load_for_prompt(reference)
     load_for_prompt(reference, clip_model="ViT-B-32", clip_pretrained="laion2b_s34b_b79k")
-    assert asked == [("ViT-B-16", "openai", None), ("ViT-B-16", "openai", True),
-                     ("ViT-B-32", "laion2b_s34b_b79k", True)]
+    assert asked == [
+        ("ViT-B-16", "openai", None),
+        ("ViT-B-16", "openai", True),
+        ("ViT-B-32", "laion2b_s34b_b79k", True),
+    ]

@@ -1,5 +1,6 @@
 """Zero-shot classification: metrics on known logits, the template ensemble against open_clip, and the tool on
 datasets whose accuracy is known in advance."""
+
 import json
 import os
 import shutil
@@ -20,19 +21,37 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def evaluate_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "eval_zeroshot.py"), "--clip-model", "pomp-tiny",
-                           "--clip-pretrained", "none", "--workers", "0", "--no-progress", *args],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "eval_zeroshot.py"),
+            "--clip-model",
+            "pomp-tiny",
+            "--clip-pretrained",
+            "none",
+            "--workers",
+            "0",
+            "--no-progress",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_accuracy_counts_on_known_logits():
     counts = AccuracyCounts(6)
-    logits = torch.tensor([
-        [9, 1, 0, 0, 0, 0],  # label 0: top-1
-        [1, 9, 8, 7, 6, 5],  # label 0: 6th of 6, missed by top-5
-        [1, 9, 8, 7, 6, 5],  # label 4: 4th, a top-5 hit
-        [0, 0, 9, 0, 0, 0],  # label 2: top-1
-    ], dtype=torch.float)
+    logits = torch.tensor(
+        [
+            [9, 1, 0, 0, 0, 0],  # label 0: top-1
+            [1, 9, 8, 7, 6, 5],  # label 0: 6th of 6, missed by top-5
+            [1, 9, 8, 7, 6, 5],  # label 4: 4th, a top-5 hit
+            [0, 0, 9, 0, 0, 0],  # label 2: top-1
+        ],
+        dtype=torch.float,
+    )
     counts.update(logits, torch.tensor([0, 0, 4, 2]))
     counts.update(logits[:1], torch.tensor([1]))  # label 1: 2nd, a top-5 hit
     summary = counts.summary()
@@ -46,10 +65,17 @@ def test_openai_ensemble_is_the_mean_of_open_clips_template_embeddings(tiny_clip
     names = ["cat", "traffic light"]
     ours = text_classifier(tiny_clip, names, templates="openai")
     with torch.no_grad():
-        expected = torch.stack([
-            F.normalize(tiny_clip.model.encode_text(
-                open_clip.tokenize([t(name) for t in open_clip.OPENAI_IMAGENET_TEMPLATES]), normalize=True
-            ).mean(dim=0), dim=0) for name in names])
+        expected = torch.stack(
+            [
+                F.normalize(
+                    tiny_clip.model.encode_text(
+                        open_clip.tokenize([t(name) for t in open_clip.OPENAI_IMAGENET_TEMPLATES]), normalize=True
+                    ).mean(dim=0),
+                    dim=0,
+                )
+                for name in names
+            ]
+        )
     assert torch.allclose(ours, expected, atol=1e-5)
 
 
@@ -75,8 +101,16 @@ def test_the_tool_agrees_with_open_clip_on_a_small_dataset(tmp_path, tiny_clip):
     names = class_list(4)
     make_image_folder(tmp_path, names, 5, size=40)
     (tmp_path / "names.tsv").write_text("".join(f"{n.replace(' ', '_')}\t{n}\n" for n in names))
-    result = evaluate_tool("--data", str(tmp_path), "--names-file", str(tmp_path / "names.tsv"),
-                           "--hard-prompt", "a photo of a", "--out", str(tmp_path / "r.json"))
+    result = evaluate_tool(
+        "--data",
+        str(tmp_path),
+        "--names-file",
+        str(tmp_path / "names.tsv"),
+        "--hard-prompt",
+        "a photo of a",
+        "--out",
+        str(tmp_path / "r.json"),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
 
@@ -115,8 +149,19 @@ def test_the_tool_uses_the_clip_the_prompt_file_records(tmp_path, capsys):
     save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", str(weights), clip_quick_gelu=True), prompt)
     names = class_list(3)
     make_image_folder(tmp_path / "data", names, 2, size=32)
-    common = ["--data", str(tmp_path / "data"), "--names", ",".join(names), "--prompt", str(prompt),
-              "--workers", "0", "--no-progress", "--out", str(tmp_path / "r.json")]
+    common = [
+        "--data",
+        str(tmp_path / "data"),
+        "--names",
+        ",".join(names),
+        "--prompt",
+        str(prompt),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "r.json"),
+    ]
     assert main(common) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert (report["clip_model"], report["clip_pretrained"]) == ("pomp-tiny", str(weights))

@@ -14,8 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def export(*args: str) -> dict:
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "export_embeddings.py"), *args],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "export_embeddings.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -34,22 +38,51 @@ def test_export_hard_prompt_custom_names_normalised(tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("cat\n# a comment\ndog\n\ntraffic light\n")
     out = tmp_path / "x.npy"
-    export("--clip-model", "pomp-tiny", "--clip-pretrained", "none", "--hard-prompt", "a photo of a",
-           "--names-file", str(names), "--normalize", "--float32", "--out", str(out))
+    export(
+        "--clip-model",
+        "pomp-tiny",
+        "--clip-pretrained",
+        "none",
+        "--hard-prompt",
+        "a photo of a",
+        "--names-file",
+        str(names),
+        "--normalize",
+        "--float32",
+        "--out",
+        str(out),
+    )
     array = np.load(out)
     assert array.shape == (3, 64) and array.dtype == np.float32
     assert np.allclose(np.linalg.norm(array, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--names", "cat,,dog"], "empty class name"),
-    (["--names", "cat,dog,cat"], "appears twice"),
-    (["--vocabulary", "imagenet42k"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--names", "cat,,dog"], "empty class name"),
+        (["--names", "cat,dog,cat"], "appears twice"),
+        (["--vocabulary", "imagenet42k"], "invalid choice"),
+    ],
+)
 def test_bad_class_lists_are_clear_errors(tmp_path, args, message):
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "export_embeddings.py"), "--clip-model",
-                             "pomp-tiny", "--clip-pretrained", "none", "--hard-prompt", "a", *args,
-                             "--out", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "export_embeddings.py"),
+            "--clip-model",
+            "pomp-tiny",
+            "--clip-pretrained",
+            "none",
+            "--hard-prompt",
+            "a",
+            *args,
+            "--out",
+            str(tmp_path / "x.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and message in result.stderr
 
 
@@ -65,6 +98,7 @@ def test_export_takes_the_clip_from_the_prompt_and_warns_when_told_otherwise(tmp
     assert (info["clip_model"], info["clip_pretrained"]) == ("pomp-tiny", str(weights))
     assert info["clip_activation"].startswith("GELU (the activation the prompt was trained with")
     from pomp_plugins.prompt import vocabulary_embeddings
+
     expected = vocabulary_embeddings(["cat", "dog"], prompt=prompt, cache=False, normalize=False)
     assert np.allclose(np.load(out), expected.numpy(), atol=1e-5)
 
@@ -72,4 +106,6 @@ def test_export_takes_the_clip_from_the_prompt_and_warns_when_told_otherwise(tmp
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     with pytest.warns(ClipMismatchWarning, match="now random"):
-        assert tool.main(["--prompt", str(prompt), "--clip-pretrained", "none", "--names", "cat", "--out", str(out)]) == 0
+        assert (
+            tool.main(["--prompt", str(prompt), "--clip-pretrained", "none", "--names", "cat", "--out", str(out)]) == 0
+        )

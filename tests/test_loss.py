@@ -1,4 +1,5 @@
 """POMP's loss against a case computed by hand."""
+
 import math
 
 import pytest
@@ -14,13 +15,15 @@ def test_margin_matches_the_paper_number():
     assert round(m[0].item(), 2) == 1.02
     assert m[1].item() == pytest.approx(math.log10(10_449 / 998))
     assert correction_margin(10_450, 1000, torch.tensor([0]), log_base=math.e).item() == pytest.approx(
-        math.log(10_449 / 999))
+        math.log(10_449 / 999)
+    )
 
 
 def test_loss_equals_hand_computation_with_a_masked_positive():
     # N = 6 classes, K = 3 (2 sampled negatives: classes 2 and 4); image 0 is class 2 (sampled), image 1 class 0.
-    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [1.0, 1.0],
-                                                       [-1.0, 0.2], [0.3, -1.0]]), dim=-1)
+    text = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [1.0, 1.0], [-1.0, 0.2], [0.3, -1.0]]), dim=-1
+    )
     images = torch.nn.functional.normalize(torch.tensor([[0.5, 1.0], [1.0, -0.3]]), dim=-1)
     labels, negatives = torch.tensor([2, 0]), torch.tensor([2, 4])
     plan = plan_local_contrast(labels, negatives)
@@ -95,5 +98,7 @@ def test_margins_are_per_row_with_more_rows_than_negatives_and_base_10_by_defaul
     loss = pomp_loss(images, text[plan.classes], plan, scale, n)  # the default base: 10
     assert loss.item() == pytest.approx(sum(rows) / 3, rel=1e-6)
     moved = plan.to("cpu")
-    assert all(torch.equal(getattr(moved, f), getattr(plan, f)) for f in
-               ("classes", "labels", "negatives", "positive_index", "negative_index"))
+    assert all(
+        torch.equal(getattr(moved, f), getattr(plan, f))
+        for f in ("classes", "labels", "negatives", "positive_index", "negative_index")
+    )

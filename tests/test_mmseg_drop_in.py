@@ -1,4 +1,5 @@
 """The drop-in text classifier (TextClassifierHead): config-only on stock heads, and it trains with a split."""
+
 import copy
 import pickle
 from pathlib import Path
@@ -20,13 +21,19 @@ register_all_modules()
 
 CLASSES = ["sky", "grass", "road", "water", "snow"]
 SEEN = ["sky", "grass", "road", "snow"]
-TEXT = dict(classes=CLASSES, split=dict(unseen=["water"]), hard_prompt="a photo of a", clip_model="pomp-tiny",
-            clip_pretrained="none")
+TEXT = dict(
+    classes=CLASSES,
+    split=dict(unseen=["water"]),
+    hard_prompt="a photo of a",
+    clip_model="pomp-tiny",
+    clip_pretrained="none",
+)
 BN = dict(type="BN", requires_grad=True)
 HEADS = {
     "fcn": dict(head_type="FCNHead", in_channels=64, in_index=3, channels=16, num_convs=1, concat_input=False),
-    "upernet": dict(head_type="UPerHead", in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], pool_scales=(1, 2),
-                    channels=16),
+    "upernet": dict(
+        head_type="UPerHead", in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], pool_scales=(1, 2), channels=16
+    ),
 }
 
 
@@ -35,12 +42,21 @@ def segmentor_cfg(head: str, text_classifier: dict) -> dict:
     return dict(
         type="EncoderDecoder",
         data_preprocessor=dict(type="SegDataPreProcessor", mean=[128.0] * 3, std=[64.0] * 3, size_divisor=32),
-        backbone=dict(type="ResNetV1c", depth=18, stem_channels=16, base_channels=8, out_indices=(0, 1, 2, 3),
-                      norm_cfg=BN),
-        decode_head=dict(type="TextClassifierHead", text_classifier=text_classifier, dropout_ratio=0.0,
-                         norm_cfg=BN, align_corners=False,
-                         loss_decode=dict(type="CrossEntropyLoss", loss_weight=1.0), **HEADS[head]),
-        train_cfg=dict(), test_cfg=dict(mode="whole"))
+        backbone=dict(
+            type="ResNetV1c", depth=18, stem_channels=16, base_channels=8, out_indices=(0, 1, 2, 3), norm_cfg=BN
+        ),
+        decode_head=dict(
+            type="TextClassifierHead",
+            text_classifier=text_classifier,
+            dropout_ratio=0.0,
+            norm_cfg=BN,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", loss_weight=1.0),
+            **HEADS[head],
+        ),
+        train_cfg=dict(),
+        test_cfg=dict(mode="whole"),
+    )
 
 
 def data_samples(labels: torch.Tensor) -> list:
@@ -87,8 +103,18 @@ def test_a_training_step_with_a_split_has_the_loss_of_the_model_without_the_unse
 
 
 def test_drop_in_masks_unseen_logits_in_training_only():
-    head = MODELS.build(dict(type="TextClassifierHead", head_type="FCNHead", in_channels=16, channels=8, num_convs=1,
-                             concat_input=False, num_classes=150, text_classifier=dict(TEXT)))
+    head = MODELS.build(
+        dict(
+            type="TextClassifierHead",
+            head_type="FCNHead",
+            in_channels=16,
+            channels=8,
+            num_convs=1,
+            concat_input=False,
+            num_classes=150,
+            text_classifier=dict(TEXT),
+        )
+    )
     assert type(head).__name__ == "TextClassifierFCNHead"
     assert isinstance(head, TextClassifierHead) and isinstance(head, MODELS.get("FCNHead"))
     assert head.num_classes == 5  # from the classes, not the inherited 150
@@ -120,9 +146,11 @@ def test_bad_drop_in_configs_fail_at_build_time():
 def test_drop_in_is_config_only_on_a_stock_mmseg_config(tmp_path, stock, head_type):
     stock_path = f"mmseg::_base_/models/{stock}"
     config = tmp_path / "drop_in.py"
-    config.write_text(f"_base_ = [{stock_path!r}]\n"
-                      f"model = dict(pretrained=None, decode_head=dict(type='TextClassifierHead', "
-                      f"head_type={head_type!r}, text_classifier={TEXT!r}))\n")
+    config.write_text(
+        f"_base_ = [{stock_path!r}]\n"
+        f"model = dict(pretrained=None, decode_head=dict(type='TextClassifierHead', "
+        f"head_type={head_type!r}, text_classifier={TEXT!r}))\n"
+    )
     try:
         cfg = Config.fromfile(str(config))
     except FileNotFoundError:
@@ -136,18 +164,23 @@ def test_drop_in_is_config_only_on_a_stock_mmseg_config(tmp_path, stock, head_ty
     assert model.num_classes == model.out_channels == model.decode_head.out_channels == len(CLASSES)
     stock_keys = {k for k in MODELS.build(stock_cfg.model).state_dict() if not k.startswith("decode_head.conv_seg")}
     ours = set(model.state_dict())
-    assert stock_keys <= ours and ours - stock_keys == {"decode_head.conv_seg.proj.weight",
-                                                        "decode_head.conv_seg.proj.bias"}
+    assert stock_keys <= ours and ours - stock_keys == {
+        "decode_head.conv_seg.proj.weight",
+        "decode_head.conv_seg.proj.bias",
+    }
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64), mode="tensor").shape[1] == len(CLASSES)
         set_vocabulary(model, ["sky", "grass", "lava"])  # a test-time vocabulary, with a class never trained on
         assert model.out_channels == 3 and model(torch.rand(1, 3, 64, 64), mode="tensor").shape[1] == 3
 
 
-@pytest.mark.parametrize("config, head_type", [
-    ("fcn-text-classifier_r50-d8_4xb4-80k_coco-stuff164k-156-15-512x512.py", "FCNHead"),
-    ("upernet-text-classifier_r50_4xb4-80k_coco-stuff164k-156-15-512x512.py", "UPerHead"),
-])
+@pytest.mark.parametrize(
+    "config, head_type",
+    [
+        ("fcn-text-classifier_r50-d8_4xb4-80k_coco-stuff164k-156-15-512x512.py", "FCNHead"),
+        ("upernet-text-classifier_r50_4xb4-80k_coco-stuff164k-156-15-512x512.py", "UPerHead"),
+    ],
+)
 def test_the_drop_in_configs_build_with_text_classifiers_on_both_heads(tmp_path, config, head_type):
     cfg = Config.fromfile(str(Path(__file__).resolve().parent.parent / "mmseg_configs" / config))
     embeddings = tmp_path / "coco_stuff.npy"

@@ -1,4 +1,5 @@
 """ZeroShotIoUMetric against a hand-computed case, and its errors."""
+
 import math
 
 import pytest
@@ -11,8 +12,11 @@ CLASSES = ("cat", "dog", "sheep", "sofa")
 
 
 def sample(pred, label, num_classes=4):
-    return dict(pred_sem_seg=dict(data=torch.tensor([pred])), gt_sem_seg=dict(data=torch.tensor([label])),
-                seg_logits=dict(data=torch.zeros(num_classes, len(pred), len(pred[0]))))
+    return dict(
+        pred_sem_seg=dict(data=torch.tensor([pred])),
+        gt_sem_seg=dict(data=torch.tensor([label])),
+        seg_logits=dict(data=torch.zeros(num_classes, len(pred), len(pred[0]))),
+    )
 
 
 def metric(**kwargs) -> ZeroShotIoUMetric:
@@ -23,14 +27,8 @@ def metric(**kwargs) -> ZeroShotIoUMetric:
 
 def test_metric_equals_hand_computed_values():
     # class ids: 0 cat, 1 dog (seen); 2 sheep, 3 sofa (unseen); 255 ignored
-    label = [[0, 0, 1, 1],
-             [0, 0, 1, 1],
-             [2, 2, 2, 255],
-             [2, 2, 255, 255]]
-    pred = [[0, 0, 0, 1],
-            [0, 1, 1, 1],
-            [2, 2, 3, 3],
-            [3, 2, 0, 0]]
+    label = [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 255], [2, 2, 255, 255]]
+    pred = [[0, 0, 0, 1], [0, 1, 1, 1], [2, 2, 3, 3], [3, 2, 0, 0]]
     # cat: pred at (0,0)(0,1)(0,2)(1,0) -> 4 valid; label 4; intersect 3 -> IoU 3 / 5
     # dog: pred (0,3)(1,1)(1,2)(1,3) -> 4; label 4; intersect 3 -> 3 / 5
     # sheep: pred (2,0)(2,1)(3,1) -> 3; label 5; intersect 3 -> 3 / 5

@@ -1,4 +1,5 @@
 """POMP's prompt-tuning stage for segmentation, on the toy dataset and the tiny random-weight CLIP."""
+
 import dataclasses
 import importlib.util
 import json
@@ -55,8 +56,9 @@ def test_the_crop_is_the_class_mask_box():
     crop, mask = class_crop(image, labels, 2, size=10, recipe=whole_box, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(crop, image[4:14, 6:16])
     np.testing.assert_array_equal(mask, labels[4:14, 6:16] == 2)
-    flipped, flipped_mask = class_crop(image, labels, 2, 10, dataclasses.replace(whole_box, flip_prob=1.0),
-                                       np.random.default_rng(0))
+    flipped, flipped_mask = class_crop(
+        image, labels, 2, 10, dataclasses.replace(whole_box, flip_prob=1.0), np.random.default_rng(0)
+    )
     np.testing.assert_array_equal(flipped, image[4:14, 6:16][:, ::-1])
     assert not flipped_mask[4, 5] and flipped_mask[4, 4] == mask[4, 5]
     for seed in range(20):  # random crops always keep some of the class
@@ -99,8 +101,9 @@ def test_tuning_loss_is_ce_of_masked_crops_against_the_seen_prompts_and_decrease
     outside = mean if fill == "reference" else torch.zeros_like(mean)
     x = torch.where(masks[:, None], normalized, outside)
     seen_names = [n for n, s in zip(TOY_CLASSES, SEEN) if s]
-    tokens = open_clip.tokenize([f"a photo of a {n}." for n in seen_names],
-                                context_length=tiny_clip.model.context_length)
+    tokens = open_clip.tokenize(
+        [f"a photo of a {n}." for n in seen_names], context_length=tiny_clip.model.context_length
+    )
     text = F.normalize(tiny_clip.model.encode_text(tokens), dim=-1)
     logits = 100 * F.normalize(tiny_clip.model.encode_image(x), dim=-1) @ text.t()
     targets = torch.tensor([seen_names.index(TOY_CLASSES[i]) for i in labels])
@@ -129,6 +132,7 @@ def test_samples_read_concatenated_datasets_image_by_image(toy):
     np.testing.assert_array_equal(image, single.load(1)[0])
     np.testing.assert_array_equal(labels, single.load_labels(1))
     import cv2
+
     bgr = cv2.imread(str(toy / "img_dir" / "train" / "001.png"))
     np.testing.assert_array_equal(image, bgr[..., ::-1])  # RGB
     np.testing.assert_array_equal(labels, cv2.imread(str(toy / "ann_dir" / "train" / "001.png"), 0))
@@ -144,9 +148,25 @@ def load_tool(name: str):
 def test_tool_writes_a_prompt_file_that_both_heads_load(toy, tmp_path, capsys, tiny_clip):
     out, index = tmp_path / "tuned.pt", tmp_path / "class_index.json"
     tool = load_tool("tune_prompt_seg")
-    argv = [str(CONFIG), "--out", str(out), "--init-phrase", "a photo of a", "--iters", "3", "--batch-size", "4",
-            "--num-workers", "0", "--log-interval", "1", "--index-file", str(index),
-            "--cfg-options", f"train_dataloader.dataset.data_root={toy}"]
+    argv = [
+        str(CONFIG),
+        "--out",
+        str(out),
+        "--init-phrase",
+        "a photo of a",
+        "--iters",
+        "3",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--log-interval",
+        "1",
+        "--index-file",
+        str(index),
+        "--cfg-options",
+        f"train_dataloader.dataset.data_root={toy}",
+    ]
     assert tool.main(argv) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["iter"] for r in lines[:-1]] == [1, 2, 3] and lines[0]["lr"] == pytest.approx(0.02 * 0.005)
@@ -159,8 +179,13 @@ def test_tool_writes_a_prompt_file_that_both_heads_load(toy, tmp_path, capsys, t
     with torch.no_grad():
         expected = PromptedTextEncoder(FrozenTextTower(tiny_clip.model), prompt.ctx).encode_names(list(TOY_CLASSES))
 
-    text = dict(classes=list(TOY_CLASSES), split=dict(unseen=["water"]), prompt=str(out), clip_model="pomp-tiny",
-                clip_pretrained="none")
+    text = dict(
+        classes=list(TOY_CLASSES),
+        split=dict(unseen=["water"]),
+        prompt=str(out),
+        clip_model="pomp-tiny",
+        clip_pretrained="none",
+    )
     drop_in = Config.fromfile(str(CONFIG)).model.decode_head
     zsseg = Config.fromfile(str(ROOT / "mmseg_configs" / "tiny_zsseg_cpu.py")).model.decode_head
     for head_cfg in (drop_in, zsseg):

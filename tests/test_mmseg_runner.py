@@ -1,5 +1,6 @@
 """mmseg's own entry points (a copy of their logic, in a subprocess) and the repo's tools, on the tiny drop-in config
 and a generated dataset: train a few iterations, save a checkpoint, test it under torch's ``weights_only`` loading."""
+
 import importlib.util
 import json
 import os
@@ -30,14 +31,16 @@ def load_tool(name: str):
 
 
 def data_options(root: Path) -> list[str]:
-    return [f"{loader}.dataset.data_root={root}"
-            for loader in ("train_dataloader", "val_dataloader", "test_dataloader")]
+    return [
+        f"{loader}.dataset.data_root={root}" for loader in ("train_dataloader", "val_dataloader", "test_dataloader")
+    ]
 
 
 def run(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +48,21 @@ def trained(tmp_path_factory):
     """mmseg's train entry point on our config: ITERS iterations on one fixed batch of 2 images, then a checkpoint."""
     data = make_toy_dataset(tmp_path_factory.mktemp("toy"), num_train=2, num_val=2)
     work_dir = tmp_path_factory.mktemp("work")
-    result = run(ENTRY_POINTS, "train", CONFIG, "--work-dir", work_dir, "--cfg-options", *data_options(data),
-                 f"train_cfg.max_iters={ITERS}", f"train_cfg.val_interval={ITERS}", f"param_scheduler.0.end={ITERS}",
-                 f"default_hooks.checkpoint.interval={ITERS}", "train_dataloader.sampler.shuffle=False",
-                 "default_hooks.logger.interval=1")
+    result = run(
+        ENTRY_POINTS,
+        "train",
+        CONFIG,
+        "--work-dir",
+        work_dir,
+        "--cfg-options",
+        *data_options(data),
+        f"train_cfg.max_iters={ITERS}",
+        f"train_cfg.val_interval={ITERS}",
+        f"param_scheduler.0.end={ITERS}",
+        f"default_hooks.checkpoint.interval={ITERS}",
+        "train_dataloader.sampler.shuffle=False",
+        "default_hooks.logger.interval=1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return work_dir, data
 
@@ -67,8 +81,16 @@ def test_mmseg_train_entry_point_trains_the_drop_in_with_a_finite_falling_loss(t
 @pytest.mark.slow
 def test_mmseg_test_entry_point_loads_the_checkpoint_with_torch_defaults(trained, tmp_path):
     work_dir, data = trained
-    result = run(ENTRY_POINTS, "test", CONFIG, work_dir / f"iter_{ITERS}.pth", "--work-dir", tmp_path,
-                 "--cfg-options", *data_options(data))
+    result = run(
+        ENTRY_POINTS,
+        "test",
+        CONFIG,
+        work_dir / f"iter_{ITERS}.pth",
+        "--work-dir",
+        tmp_path,
+        "--cfg-options",
+        *data_options(data),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "Load checkpoint from" in log and "hIoU" in log and "| water |" in log
@@ -106,8 +128,21 @@ def test_our_test_tool_writes_the_metrics(trained, tmp_path):
     work_dir, data = trained
     out = tmp_path / "metrics.json"
     tool = load_tool("test")
-    assert tool.main([str(CONFIG), str(work_dir / f"iter_{ITERS}.pth"), "--work-dir", str(tmp_path), "--json",
-                      str(out), "--cfg-options", *data_options(data)]) == 0
+    assert (
+        tool.main(
+            [
+                str(CONFIG),
+                str(work_dir / f"iter_{ITERS}.pth"),
+                "--work-dir",
+                str(tmp_path),
+                "--json",
+                str(out),
+                "--cfg-options",
+                *data_options(data),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert {"mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "aAcc"} <= set(metrics)
     assert all(0 <= metrics[k] <= 100 for k in ("mIoU", "mIoU_seen", "aAcc"))
@@ -117,17 +152,41 @@ def test_demo_segments_with_a_vocabulary_chosen_at_test_time(trained, tmp_path, 
     work_dir, data = trained
     out = tmp_path / "demo.png"
     demo = load_tool("segment_demo")
-    assert demo.run_tool(demo.main, [str(CONFIG), str(work_dir / f"iter_{ITERS}.pth"), "--image",
-                                     str(data / "img_dir/val/000.png"), "--names", "sky,grass,lava,road,snow,water",
-                                     "--out", str(out)]) == 0
+    assert (
+        demo.run_tool(
+            demo.main,
+            [
+                str(CONFIG),
+                str(work_dir / f"iter_{ITERS}.pth"),
+                "--image",
+                str(data / "img_dir/val/000.png"),
+                "--names",
+                "sky,grass,lava,road,snow,water",
+                "--out",
+                str(out),
+            ],
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["classes"] == 6 and set(summary["found"]) <= {"sky", "grass", "lava", "road", "snow", "water"}
     assert abs(sum(summary["found"].values()) - 1) < 1e-3
     import cv2
+
     image = cv2.imread(str(out))
     assert image.shape[0] >= 64 and image.shape[1] > 64  # the segmentation plus its legend
 
-    bad = demo.run_tool(demo.main, [str(CONFIG), str(work_dir / f"iter_{ITERS}.pth"), "--image",
-                                    str(data / "img_dir/val/000.png"), "--names", "sky,sky", "--out",
-                                    str(tmp_path / "x.png")])
+    bad = demo.run_tool(
+        demo.main,
+        [
+            str(CONFIG),
+            str(work_dir / f"iter_{ITERS}.pth"),
+            "--image",
+            str(data / "img_dir/val/000.png"),
+            "--names",
+            "sky,sky",
+            "--out",
+            str(tmp_path / "x.png"),
+        ],
+    )
     assert bad == 2 and "error: class name 'sky' appears twice" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Zero-shot splits as data, class lists from configs and datasets, and the unseen-pixel transform."""
+
 import numpy as np
 import pytest
 from mmseg.datasets import ADE20KDataset, COCOStuffDataset, PascalVOCDataset
@@ -7,8 +8,23 @@ from pomp_plugins.mmseg import IgnoreUnseenClasses, available_splits, load_split
 from pomp_plugins.prompt import VocabularyError, get_vocabulary
 
 # ZegFormer / ZSSeg's 15 unseen COCO-Stuff classes and ZS3Net / ZSSeg's 5 unseen VOC classes, typed from the papers.
-COCO_STUFF_UNSEEN = {"frisbee", "skateboard", "cardboard", "carrot", "scissors", "suitcase", "giraffe", "cow",
-                     "road", "wall-concrete", "tree", "grass", "river", "clouds", "playingfield"}
+COCO_STUFF_UNSEEN = {
+    "frisbee",
+    "skateboard",
+    "cardboard",
+    "carrot",
+    "scissors",
+    "suitcase",
+    "giraffe",
+    "cow",
+    "road",
+    "wall-concrete",
+    "tree",
+    "grass",
+    "river",
+    "clouds",
+    "playingfield",
+}
 VOC_UNSEEN = {"pottedplant", "sheep", "sofa", "train", "tvmonitor"}
 
 
@@ -25,8 +41,13 @@ def test_shipped_splits_match_the_papers_and_mmseg_class_names():
 def test_split_masks_follow_vocabulary_order():
     vocabulary = get_vocabulary("voc")
     seen, unseen = load_split("voc-15-5").masks(vocabulary)
-    assert [vocabulary.keys[i] for i in np.flatnonzero(unseen.numpy())] == ["pottedplant", "sheep", "sofa", "train",
-                                                                            "tvmonitor"]
+    assert [vocabulary.keys[i] for i in np.flatnonzero(unseen.numpy())] == [
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ]
     assert (seen ^ unseen).all()
 
 
@@ -51,9 +72,13 @@ def test_bad_classes_and_splits_are_named():
 def test_ignore_unseen_classes_sets_unseen_pixels_to_ignore():
     transform = IgnoreUnseenClasses(split="voc-15-5")
     vocabulary = get_vocabulary("voc")
-    labels = np.array([[vocabulary.index("sheep"), vocabulary.index("cat"), 255],
-                       [vocabulary.index("sofa"), vocabulary.index("person"), vocabulary.index("tvmonitor")]],
-                      np.uint8)
+    labels = np.array(
+        [
+            [vocabulary.index("sheep"), vocabulary.index("cat"), 255],
+            [vocabulary.index("sofa"), vocabulary.index("person"), vocabulary.index("tvmonitor")],
+        ],
+        np.uint8,
+    )
     out = transform(dict(gt_seg_map=labels.copy()))["gt_seg_map"]
     expected = np.array([[255, vocabulary.index("cat"), 255], [255, vocabulary.index("person"), 255]], np.uint8)
     np.testing.assert_array_equal(out, expected)

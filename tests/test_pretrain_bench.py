@@ -1,4 +1,5 @@
 """The training-step benchmark and the GPU suite, run as the lead runs them, at tiny sizes on the CPU."""
+
 import json
 import os
 import subprocess
@@ -12,12 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_gpu_suite_dry_run_writes_both_results_and_the_steps_agree(tmp_path):
     env = {**os.environ, "SUITE_MODEL": "pomp-tiny", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_suite.sh"), str(tmp_path), "--dry-run"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), str(tmp_path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     step = json.loads((tmp_path / "pretrain_step_cpu-dry-run.json").read_text())
-    assert step["preset"] == "gpu" and step["dry_run"] and set(step["results"]) == {
-        "feature_cache_n_ctx_4", "n_ctx_4", "n_ctx_16"}
+    assert (
+        step["preset"] == "gpu"
+        and step["dry_run"]
+        and set(step["results"]) == {"feature_cache_n_ctx_4", "n_ctx_4", "n_ctx_16"}
+    )
     for n_ctx in (4, 16):
         row = step["results"][f"n_ctx_{n_ctx}"]
         # ours (packed, distinct classes) and the reference-style step (77 tokens, every view) compute one loss

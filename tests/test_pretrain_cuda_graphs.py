@@ -1,6 +1,7 @@
 """CUDA graphs train what eager steps train: 30 steps of 2 groups, several captured shapes, a partial last group
 (``bench/pretrain_cuda_graphs.py`` holds the schedule and the comparison; run on a GPU, this test writes its numbers
 to ``bench/results/pretrain_cuda_graphs_<gpu>.json``)."""
+
 import json
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ def test_the_fixed_shape_layout_trains_like_the_packed_one_on_the_cpu():
     assert numbers["ctx_max_abs_difference"] <= 1e-4 * numbers["ctx_max_abs_movement"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs cannot be captured on a "
-                    "CPU (the layout they replay is compared on the CPU by the test above)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: CUDA graphs cannot be captured on a "
+    "CPU (the layout they replay is compared on the CPU by the test above)",
+)
 def test_cuda_graphs_train_what_eager_steps_train():
     result = check.check_on_gpu()
     out = ROOT / "bench" / "results" / f"pretrain_cuda_graphs_{check.gpu_short_name()}.json"

@@ -1,4 +1,5 @@
 """Pre-training data: class naming, the few-shot split, corrupt images, augmentations, data order, negatives."""
+
 import math
 
 import pytest
@@ -11,13 +12,13 @@ from pomp_plugins.classification.image_folder import (
     class_names,
     collate_skipping,
 )
-from pomp_plugins.prompt import VocabularyError, get_vocabulary
 from pomp_plugins.pretrain.config import PretrainConfig, PretrainError
 from pomp_plugins.pretrain.data import GroupSampler, MultiViewDataset, train_augmentation
 from pomp_plugins.pretrain.objective import group_negatives
 from pomp_plugins.pretrain.split import FewShotSplit, draw_split, prepare_split
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
 from pomp_plugins.pretrain.trainer import learning_rate_factor
+from pomp_plugins.prompt import VocabularyError, get_vocabulary
 
 
 @pytest.fixture
@@ -62,8 +63,10 @@ def test_names_files_in_imagenets_loc_synset_mapping_style(tmp_path):
     """``n01440764 tench, Tinca tinca``: the folder, a space, the name; not read as a plain list of names."""
     synsets = tmp_path / "LOC_synset_mapping.txt"
     synsets.write_text("n01443537 goldfish, Carassius auratus\nn01440764 tench, Tinca tinca\n")
-    assert class_names(["n01440764", "n01443537"], names_file=synsets) == ["tench, Tinca tinca",
-                                                                           "goldfish, Carassius auratus"]
+    assert class_names(["n01440764", "n01443537"], names_file=synsets) == [
+        "tench, Tinca tinca",
+        "goldfish, Carassius auratus",
+    ]
     spaced_names = tmp_path / "names.txt"  # names with spaces whose first word is no folder stay a plain list
     spaced_names.write_text("red circle\nblue square\n")
     assert class_names(["a_dir", "b_dir"], names_file=spaced_names) == ["red circle", "blue square"]
@@ -89,8 +92,9 @@ def test_few_shot_split_is_deterministic_capped_and_disjoint(tree):
     (tree / "train" / "blue_circle").rename(tree / "blue_circle_moved")
     without_blue = draw_split(tree, shots=3, val_per_class=1, seed=7)
     red = first.keys.index("red_circle")
-    assert [p for p, l in without_blue.train if l == without_blue.keys.index("red_circle")] == \
-           [p for p, l in first.train if l == red]
+    assert [p for p, l in without_blue.train if l == without_blue.keys.index("red_circle")] == [
+        p for p, l in first.train if l == red
+    ]
 
 
 def test_split_file_is_written_once_and_rejects_other_settings(tree, tmp_path):
@@ -167,7 +171,12 @@ def test_learning_rate_follows_the_reference_schedule():
 def test_defaults_are_the_papers_recipe():
     config = PretrainConfig(data="x").resolved()
     assert (config.lr, config.momentum, config.weight_decay, config.warmup_lr, config.warmup_epochs) == (
-        0.002, 0.9, 5e-4, 1e-5, 1)
+        0.002,
+        0.9,
+        5e-4,
+        1e-5,
+        1,
+    )
     assert (config.n_ctx, config.epochs, config.shots, config.views) == (4, 5, 16, 4)
     # 256 images x 4 views per step in groups of 32 with their own 999 negatives: 8 GPUs x 32 in the reference
     assert (config.group_size, config.global_batch, config.groups_per_step, config.num_sampled) == (32, 256, 8, 1000)
@@ -190,7 +199,8 @@ def test_pixels_are_normalised_on_the_device_as_clip_does():
     images = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     ours = PixelNormalizer(mean, std, "cpu")(images, torch.float64)
     expected = (images.double() / 255 - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
-        std, dtype=torch.float64).view(1, 3, 1, 1)
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
     assert ours.dtype == torch.float64 and (ours - expected).abs().max() < 1e-5
 
 

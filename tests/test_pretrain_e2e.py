@@ -1,4 +1,5 @@
 """The end-to-end benchmark at its smallest setting: the real tool on generated JPEGs, one worker count."""
+
 import sys
 from pathlib import Path
 
@@ -20,9 +21,30 @@ def test_generated_jpegs_have_the_asked_size(tmp_path):
 
 def test_the_smallest_setting_reports_throughput_and_data_wait(tmp_path):
     out = tmp_path / "e2e.json"
-    result = pretrain_e2e.main(["--classes", "4", "--per-class", "4", "--size", "64x56", "--steps", "2",
-                                "--workers", "0", "--group-size", "2", "--global-batch", "4", "--views", "2",
-                                "--num-sampled", "3", "--out", str(out)])
+    result = pretrain_e2e.main(
+        [
+            "--classes",
+            "4",
+            "--per-class",
+            "4",
+            "--size",
+            "64x56",
+            "--steps",
+            "2",
+            "--workers",
+            "0",
+            "--group-size",
+            "2",
+            "--global-batch",
+            "4",
+            "--views",
+            "2",
+            "--num-sampled",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert out.is_file()
     (row,) = result["results"]
     assert row["workers"] == 0 and row["steps_timed"] == 2 and row["steps_skipped"] == 1

@@ -1,5 +1,6 @@
 """Dassl's randaugment2 on torch's generator: n ops picked uniformly, each applied with probability p at a
 uniformly random magnitude in Dassl's ranges; the ops are what their names say; it is the training default."""
+
 import collections
 from dataclasses import replace
 
@@ -12,10 +13,23 @@ from pomp_plugins.pretrain.data import train_augmentation
 from pomp_plugins.pretrain.randaugment import DASSL_OPS, RandAugment2
 
 # Dassl.pytorch randaugment_list2 (name, low, high), and which ops flip their value's sign half the time
-DASSL_RANGES = {"AutoContrast": (0, 1), "Brightness": (0.1, 1.9), "Color": (0.1, 1.9), "Contrast": (0.1, 1.9),
-                "Equalize": (0, 1), "Identity": (0, 1), "Invert": (0, 1), "Posterize": (4, 8), "Rotate": (-30, 30),
-                "Sharpness": (0.1, 1.9), "ShearX": (-0.3, 0.3), "ShearY": (-0.3, 0.3), "Solarize": (0, 256),
-                "TranslateX": (-0.3, 0.3), "TranslateY": (-0.3, 0.3)}
+DASSL_RANGES = {
+    "AutoContrast": (0, 1),
+    "Brightness": (0.1, 1.9),
+    "Color": (0.1, 1.9),
+    "Contrast": (0.1, 1.9),
+    "Equalize": (0, 1),
+    "Identity": (0, 1),
+    "Invert": (0, 1),
+    "Posterize": (4, 8),
+    "Rotate": (-30, 30),
+    "Sharpness": (0.1, 1.9),
+    "ShearX": (-0.3, 0.3),
+    "ShearY": (-0.3, 0.3),
+    "Solarize": (0, 256),
+    "TranslateX": (-0.3, 0.3),
+    "TranslateY": (-0.3, 0.3),
+}
 SIGNED = {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"}
 
 
@@ -26,8 +40,7 @@ def test_the_op_list_is_dassls():
 
 def test_each_pick_is_applied_with_probability_p_at_a_random_magnitude():
     calls = []
-    recording = [replace(op, apply=lambda image, v, name=op.name: calls.append((name, v)) or image)
-                 for op in DASSL_OPS]
+    recording = [replace(op, apply=lambda image, v, name=op.name: calls.append((name, v)) or image) for op in DASSL_OPS]
     augment, image, draws = RandAugment2(2, 0.6, recording), Image.new("RGB", (4, 4)), 6000
     torch.manual_seed(0)
     for _ in range(draws):
@@ -89,12 +102,14 @@ def test_every_op_is_its_pil_operation_with_dassls_arguments():
     ops = {op.name: op.apply for op in DASSL_OPS}
     affine = lambda coefficients: np.array(image.transform(image.size, Image.AFFINE, coefficients))  # noqa: E731
     expected = {
-        "AutoContrast": np.array(ImageOps.autocontrast(image)), "Equalize": np.array(ImageOps.equalize(image)),
+        "AutoContrast": np.array(ImageOps.autocontrast(image)),
+        "Equalize": np.array(ImageOps.equalize(image)),
         "Brightness": np.array(ImageEnhance.Brightness(image).enhance(0.4)),
         "Color": np.array(ImageEnhance.Color(image).enhance(0.4)),
         "Contrast": np.array(ImageEnhance.Contrast(image).enhance(0.4)),
         "Sharpness": np.array(ImageEnhance.Sharpness(image).enhance(0.4)),
-        "ShearX": affine((1, 0.4, 0, 0, 1, 0)), "ShearY": affine((1, 0, 0, 0.4, 1, 0)),
+        "ShearX": affine((1, 0.4, 0, 0, 1, 0)),
+        "ShearY": affine((1, 0, 0, 0.4, 1, 0)),
     }
     for name, want in expected.items():
         assert np.array_equal(np.array(ops[name](image, 0.4)), want), name

@@ -3,14 +3,22 @@ seed, the stream's tag and its position): augmentations, data order, negatives, 
 
 A derivation that drops the run seed, the epoch, the image index, the step, the group or the class key, or two
 streams that share a tag, changes one of these values."""
+
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from pomp_plugins.pretrain.data import AUGMENTATION, NEGATIVES, ORDER, PROMPT_INIT, GroupSampler, MultiViewDataset, \
-    derive_seed
+from pomp_plugins.pretrain.data import (
+    AUGMENTATION,
+    NEGATIVES,
+    ORDER,
+    PROMPT_INIT,
+    GroupSampler,
+    MultiViewDataset,
+    derive_seed,
+)
 from pomp_plugins.pretrain.objective import group_negatives
 from pomp_plugins.pretrain.split import draw_split
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
@@ -28,8 +36,10 @@ def test_derived_seeds_are_seed_sequence_words_and_the_tags_are_distinct():
     for parts in [(0,), (1, 2), (7, 1, 0, 5), (2**40, 3, 9, 2**31)]:
         assert derive_seed(*parts) == seed_of(*parts)
     # a seed whose 64-bit word has its top bit set (so the mask matters) and one whose word has it clear
-    words = {parts: int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) for parts in
-             [(s, 1) for s in range(8)]}
+    words = {
+        parts: int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0])
+        for parts in [(s, 1) for s in range(8)]
+    }
     assert any(w >= 2**63 for w in words.values()) and any(w < 2**63 for w in words.values())
     assert all(derive_seed(*parts) == word % 2**63 for parts, word in words.items())
     assert (AUGMENTATION, ORDER, NEGATIVES) == (TAG_AUGMENTATION, TAG_ORDER, TAG_NEGATIVES)
@@ -66,7 +76,9 @@ def test_the_data_order_is_the_permutation_of_the_run_seed_and_epoch(seed, epoch
     assert {e for group in groups for e, _ in group} == {epoch}
     # rank 1 of 2 takes the second group of every step: images 3..5 of the order, then 9
     assert list(GroupSampler(10, 3, 2, 1, 2, seed=seed, epoch=epoch)) == [
-        [(epoch, i) for i in order[3:6]], [(epoch, i) for i in order[9:]]]
+        [(epoch, i) for i in order[3:6]],
+        [(epoch, i) for i in order[9:]],
+    ]
 
 
 @pytest.mark.parametrize("seed,step,group", [(1, 0, 0), (1, 0, 1), (1, 6, 1), (9, 6, 1)])
@@ -99,7 +111,13 @@ def test_split_files_paths_roots_and_bad_files(tmp_path):
     assert image_root(tmp_path / "flat") == tmp_path / "flat"
     split = draw_split(tmp_path / "flat", shots=1, val_per_class=1, seed=0, names_file=None)
     assert split.image_root == "." and split.settings == {
-        "seed": 0, "shots": 1, "val_per_class": 1, "vocabulary": None, "names_file": None, "allow_unnamed": False}
+        "seed": 0,
+        "shots": 1,
+        "val_per_class": 1,
+        "vocabulary": None,
+        "names_file": None,
+        "allow_unnamed": False,
+    }
     paths, labels = split.paths(tmp_path / "flat", "val")
     assert labels == [0, 1] and paths == [str(tmp_path / "flat" / "." / p) for p, _ in split.val]
     assert all((tmp_path / "flat" / p).is_file() for p, _ in split.train + split.val)
@@ -127,7 +145,6 @@ def test_only_the_main_process_draws_the_split_and_everyone_waits_for_it(tmp_pat
     with pytest.raises(FileNotFoundError):  # another rank: never draws, reads what the main process wrote
         prepare_split(tmp_path / "split.json", tmp_path / "data", False, lambda: waited.append("rank 1"), **settings)
     assert waited == ["rank 1"] and not (tmp_path / "split.json").exists()
-    split = prepare_split(tmp_path / "split.json", tmp_path / "data", True, lambda: waited.append("rank 0"),
-                          **settings)
+    split = prepare_split(tmp_path / "split.json", tmp_path / "data", True, lambda: waited.append("rank 0"), **settings)
     assert waited == ["rank 1", "rank 0"] and split == draw_split(tmp_path / "data", **settings)
     assert prepare_split(tmp_path / "split.json", tmp_path / "data", False, lambda: None, **settings) == split

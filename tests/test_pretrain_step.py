@@ -1,14 +1,15 @@
 """A training step: each group's loss is POMP's formula, the step's gradient is the mean over its groups, and
 ctx.grad is one persistent buffer (what CUDA-graph replays and the DDP average must write into)."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary
 from pomp_plugins.pretrain import PompStep, group_negatives
 from pomp_plugins.pretrain.gradient import GradientBuffer
+from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary
 
 NAMES = list(get_vocabulary("imagenet21k-p").names[:120])
 K, VIEWS, SCALE, BASE = 30, 2, 100.0, 10.0
@@ -47,8 +48,16 @@ def test_a_step_is_the_mean_of_its_groups_reference_losses(tiny_clip, fixed_shap
     (expected_grad,) = torch.autograd.grad(sum(r * l for r, l in zip(rows, losses)) / sum(rows), reference.ctx)
 
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
-    step = PompStep(encoder, encoder.tokenize(NAMES, device="cpu"), SCALE, K, BASE,
-                    torch.optim.SGD([encoder.ctx], lr=1.0), cuda_graphs=fixed_shapes, max_positives=3)
+    step = PompStep(
+        encoder,
+        encoder.tokenize(NAMES, device="cpu"),
+        SCALE,
+        K,
+        BASE,
+        torch.optim.SGD([encoder.ctx], lr=1.0),
+        cuda_graphs=fixed_shapes,
+        max_positives=3,
+    )
     for image, labels, negative, expected in zip(features, group_labels, negatives, losses):
         loss = step.accumulate(image, step.prepare(torch.tensor(labels), negative))
         assert float(loss) == pytest.approx(float(expected.detach()), rel=1e-5)
@@ -80,8 +89,15 @@ def test_the_gradient_buffer_is_ctx_grad_for_good_and_averages_in_place():
 
 def make_step(tiny_clip, log_base=BASE, **kwargs):
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
-    return PompStep(encoder, encoder.tokenize(NAMES, device="cpu"), SCALE, K, log_base,
-                    torch.optim.SGD([encoder.ctx], lr=1.0), **kwargs)
+    return PompStep(
+        encoder,
+        encoder.tokenize(NAMES, device="cpu"),
+        SCALE,
+        K,
+        log_base,
+        torch.optim.SGD([encoder.ctx], lr=1.0),
+        **kwargs,
+    )
 
 
 def test_the_step_keeps_the_local_correction_margin_on(tiny_clip):

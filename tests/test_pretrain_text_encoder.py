@@ -1,4 +1,5 @@
 """The packed, shared-prefix text path that training uses, against open_clip's own modules at 77 tokens."""
+
 import open_clip
 import pytest
 import torch
@@ -82,8 +83,16 @@ def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip)
     results = []
     for fixed in (False, True):
         encoder = PromptedTextEncoder.from_clip(tiny_clip.model, 4, generator=torch.Generator().manual_seed(0))
-        step = PompStep(encoder, encoder.tokenize(names, device="cpu"), 100.0, 40, 10.0,
-                        torch.optim.SGD([encoder.ctx], lr=0.1), cuda_graphs=fixed, max_positives=3)
+        step = PompStep(
+            encoder,
+            encoder.tokenize(names, device="cpu"),
+            100.0,
+            40,
+            10.0,
+            torch.optim.SGD([encoder.ctx], lr=0.1),
+            cuda_graphs=fixed,
+            max_positives=3,
+        )
         inputs = step.prepare(labels, group_negatives(len(names), 40, 0, 0, 0))
         if fixed:  # 39 negatives + 3 images' labels; the longest prompt of all 300 names
             assert inputs.prompts.batch == 42 and len(inputs.plan.classes) == 42

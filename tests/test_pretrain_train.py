@@ -1,5 +1,6 @@
 """The training loop end to end on a tiny CLIP: resume = uninterrupted, crash-safe checkpoints, feature-cache
 mode, and a 2-process torchrun run through the real entry point."""
+
 import json
 import os
 import subprocess
@@ -12,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from pomp_plugins.classification.image_folder import Sample
-from pomp_plugins.prompt import load_clip, load_prompt
 from pomp_plugins.pretrain import PretrainConfig, pretrain
 from pomp_plugins.pretrain.checkpoint import load_checkpoint, save_checkpoint
 from pomp_plugins.pretrain.config import PretrainError
@@ -20,11 +20,26 @@ from pomp_plugins.pretrain.data import CACHE_EPOCH, MultiViewDataset, train_augm
 from pomp_plugins.pretrain.feature_cache import FeatureCache
 from pomp_plugins.pretrain.split import FewShotSplit
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
+from pomp_plugins.prompt import load_clip, load_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(clip_model="pomp-tiny", clip_pretrained=None, device="cpu", workers=0, progress=False, group_size=2,
-            global_batch=4, views=2, num_sampled=3, shots=4, val_per_class=1, epochs=2, warmup_epochs=0, lr=0.5,
-            log_every=2)
+TINY = dict(
+    clip_model="pomp-tiny",
+    clip_pretrained=None,
+    device="cpu",
+    workers=0,
+    progress=False,
+    group_size=2,
+    global_batch=4,
+    views=2,
+    num_sampled=3,
+    shots=4,
+    val_per_class=1,
+    epochs=2,
+    warmup_epochs=0,
+    lr=0.5,
+    log_every=2,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -137,12 +152,48 @@ def test_two_processes_under_torchrun_train_what_one_process_trains(data, tmp_pa
     one = train(data, tmp_path / "one", group_size=2, global_batch=8)
     assert train(data, tmp_path / "two", group_size=2, global_batch=8, stop_after_steps=1) is None  # mid-epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "tools" / "pretrain_prompt.py"), "--data", str(data), "--output", str(tmp_path / "two"),
-               "--clip-model", "pomp-tiny", "--clip-pretrained", "none", "--device", "cpu", "--workers", "0",
-               "--no-progress", "--group-size", "2", "--global-batch", "8", "--views", "2", "--num-sampled", "3",
-               "--shots", "4", "--epochs", "2", "--warmup-epochs", "0", "--lr", "0.5", "--log-every", "2",
-               "--resume", "auto"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tools" / "pretrain_prompt.py"),
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "two"),
+        "--clip-model",
+        "pomp-tiny",
+        "--clip-pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--group-size",
+        "2",
+        "--global-batch",
+        "8",
+        "--views",
+        "2",
+        "--num-sampled",
+        "3",
+        "--shots",
+        "4",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--lr",
+        "0.5",
+        "--log-every",
+        "2",
+        "--resume",
+        "auto",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
@@ -159,16 +210,33 @@ def test_two_processes_under_torchrun_train_what_one_process_trains(data, tmp_pa
     assert not torch.allclose(one_ctx, epoch_1, atol=1e-3)  # the second epoch moved it: agreeing means something
     assert torch.allclose(two_ctx, one_ctx, atol=1e-5, rtol=1e-4)
     assert [h["train_loss"] for h in summary["history"]] == pytest.approx(
-        [h["train_loss"] for h in one_summary["history"]], rel=1e-5)
+        [h["train_loss"] for h in one_summary["history"]], rel=1e-5
+    )
 
 
 def test_the_tool_reports_a_bad_checkpoint_in_one_line(data, tmp_path):
     not_a_checkpoint = tmp_path / "x.pt"
     torch.save({"state_dict": {}}, not_a_checkpoint)
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "pretrain_prompt.py"), "--data", str(data),
-                             "--output", str(tmp_path / "out"), "--clip-model", "pomp-tiny", "--clip-pretrained",
-                             "none", "--resume", str(not_a_checkpoint)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "pretrain_prompt.py"),
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "out"),
+            "--clip-model",
+            "pomp-tiny",
+            "--clip-pretrained",
+            "none",
+            "--resume",
+            str(not_a_checkpoint),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 2
     assert "error:" in result.stderr and "is not a POMP pre-training checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
@@ -177,6 +245,5 @@ def test_the_tool_reports_a_bad_checkpoint_in_one_line(data, tmp_path):
 @pytest.mark.slow
 def test_a_compiled_image_tower_trains_like_the_eager_one(data, tmp_path):
     eager = load_prompt(train(data, tmp_path / "eager", epochs=1, val_per_class=0)).ctx
-    compiled = load_prompt(train(data, tmp_path / "compiled", epochs=1, val_per_class=0,
-                                 compile_image_tower=True)).ctx
+    compiled = load_prompt(train(data, tmp_path / "compiled", epochs=1, val_per_class=0, compile_image_tower=True)).ctx
     assert torch.allclose(compiled, eager, atol=1e-4) and not torch.equal(eager, torch.zeros_like(eager))

@@ -79,6 +79,7 @@ def test_a_crash_while_saving_keeps_the_previous_file(tmp_path, monkeypatch):
 
 # --- released (reference) checkpoints: Dassl's layout, loaded without running pickled code -------------------
 
+
 class ConstantWarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
     """Stands in for Dassl's scheduler of the same name: a constant warm-up LR, then its ``successor``. Its
     ``state_dict()`` (every attribute but the optimizer) therefore holds the successor *object*."""
@@ -102,10 +103,21 @@ def write_dassl_checkpoint(path, ctx):
     param.grad = torch.ones_like(param)
     optimizer.step()
     scheduler.step()
-    state_dict = {"ctx": ctx, "token_prefix": torch.zeros(3, 1, ctx.shape[1]).half(),
-                  "token_suffix": torch.zeros(3, 72, ctx.shape[1]).half()}
-    torch.save({"state_dict": state_dict, "epoch": 5, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "val_result": 24.9}, path)
+    state_dict = {
+        "ctx": ctx,
+        "token_prefix": torch.zeros(3, 1, ctx.shape[1]).half(),
+        "token_suffix": torch.zeros(3, 72, ctx.shape[1]).half(),
+    }
+    torch.save(
+        {
+            "state_dict": state_dict,
+            "epoch": 5,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "val_result": 24.9,
+        },
+        path,
+    )
 
 
 def test_dassl_checkpoint_with_scheduler_object_loads(tmp_path):
@@ -120,9 +132,11 @@ def test_dassl_checkpoint_with_scheduler_object_loads(tmp_path):
 
 
 def test_released_checkpoint_names_say_their_clip(tmp_path):
-    for filename, model in [("vit_b16_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar", "ViT-B-16"),
-                            ("vit_b32_ep20_randaug2_unc1000_16shots_nctx16_cscFalse_ctpend_seed42.pth.tar", "ViT-B-32"),
-                            ("vit_l14_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar", "ViT-L-14")]:
+    for filename, model in [
+        ("vit_b16_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar", "ViT-B-16"),
+        ("vit_b32_ep20_randaug2_unc1000_16shots_nctx16_cscFalse_ctpend_seed42.pth.tar", "ViT-B-32"),
+        ("vit_l14_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar", "ViT-L-14"),
+    ]:
         write_dassl_checkpoint(tmp_path / filename, torch.randn(4, 768 if "l14" in filename else 512).half())
         loaded = load_prompt(tmp_path / filename)
         assert (loaded.clip_model, loaded.clip_pretrained) == (model, "openai")
@@ -147,8 +161,14 @@ class CallsGetattr:
 def test_pickled_code_never_runs(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth.tar"
-    torch.save({"state_dict": {"ctx": torch.ones(4, 8)}, "scheduler": RunsCode(f"echo ran > {marker}"),
-                "hook": CallsGetattr(marker)}, path)
+    torch.save(
+        {
+            "state_dict": {"ctx": torch.ones(4, 8)},
+            "scheduler": RunsCode(f"echo ran > {marker}"),
+            "hook": CallsGetattr(marker),
+        },
+        path,
+    )
     loaded = load_prompt(path)
     assert torch.equal(loaded.ctx, torch.ones(4, 8))
     assert not marker.exists()
@@ -170,8 +190,13 @@ def test_corrupt_or_truncated_files_name_the_file(tmp_path):
     good = tmp_path / "good.pt"
     save_prompt(Prompt(torch.randn(4, 64), "pomp-tiny", None), good)
     data = good.read_bytes()
-    variants = {"empty.pt": b"", "half.pt": data[: len(data) // 2], "tail.pt": data[len(data) // 2:],
-                "noise.pt": bytes(range(256)) * 8, "pickle_stack.pt": b"\x80\x02t."}
+    variants = {
+        "empty.pt": b"",
+        "half.pt": data[: len(data) // 2],
+        "tail.pt": data[len(data) // 2 :],
+        "noise.pt": bytes(range(256)) * 8,
+        "pickle_stack.pt": b"\x80\x02t.",
+    }
     flipped = bytearray(data)
     for i in range(200, len(flipped) - 200, 97):
         flipped[i] ^= 0xFF
@@ -187,11 +212,18 @@ def test_corrupt_or_truncated_files_name_the_file(tmp_path):
 
 
 def test_non_prompt_contents_are_named(tmp_path):
-    cases = {"list.pt": [1, 2], "int_ctx.pt": {"state_dict": {"ctx": torch.zeros(4, 8, dtype=torch.long)}},
-             "nan.pt": {"state_dict": {"ctx": torch.full((4, 8), float("nan"))}},
-             "newer.pt": {"format": "pomp-prompt", "version": 99, "ctx": torch.zeros(4, 8)}}
-    messages = {"list.pt": "found a list", "int_ctx.pt": "floating-point ctx", "nan.pt": "NaN",
-                "newer.pt": "version 99"}
+    cases = {
+        "list.pt": [1, 2],
+        "int_ctx.pt": {"state_dict": {"ctx": torch.zeros(4, 8, dtype=torch.long)}},
+        "nan.pt": {"state_dict": {"ctx": torch.full((4, 8), float("nan"))}},
+        "newer.pt": {"format": "pomp-prompt", "version": 99, "ctx": torch.zeros(4, 8)},
+    }
+    messages = {
+        "list.pt": "found a list",
+        "int_ctx.pt": "floating-point ctx",
+        "nan.pt": "NaN",
+        "newer.pt": "version 99",
+    }
     for name, obj in cases.items():
         torch.save(obj, tmp_path / name)
         with pytest.raises(PromptFileError, match=rf"{name}: .*{messages[name]}"):
@@ -200,8 +232,10 @@ def test_non_prompt_contents_are_named(tmp_path):
 
 # --- hf-hub:ORG/REPO[/FILE] --------------------------------------------------------------------------------------
 
-B32_FILES = ("vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar",
-             "vit_b32_ep20_randaug2_unc1000_16shots_nctx16_cscFalse_ctpend_seed42.pth.tar")
+B32_FILES = (
+    "vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar",
+    "vit_b32_ep20_randaug2_unc1000_16shots_nctx16_cscFalse_ctpend_seed42.pth.tar",
+)
 
 
 @pytest.fixture
@@ -244,8 +278,11 @@ def test_hf_hub_prompt_loads_from_the_cache_offline(hub_cache):
 def test_hf_hub_errors_say_what_to_do(hub_cache):
     with pytest.raises(PromptFileError, match=r"name one prompt file.*nctx16.*nctx4"):
         load_prompt("hf-hub:ShuhuaiRen/POMP-ViT-Base-32")
-    with pytest.raises(FileNotFoundError, match=r"(?s)cannot get prompt 'hf-hub:ShuhuaiRen/POMP-ViT-Large-14/x.pt'.*"
-                                                r"local path"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"(?s)cannot get prompt 'hf-hub:ShuhuaiRen/POMP-ViT-Large-14/x.pt'.*"
+        r"local path",
+    ):
         load_prompt("hf-hub:ShuhuaiRen/POMP-ViT-Large-14/x.pt")
     with pytest.raises(PromptFileError, match="expected hf-hub:ORG/REPO"):
         load_prompt("hf-hub:just-a-name")

@@ -1,4 +1,5 @@
 """The README's two set-up commands are the ones CI runs."""
+
 import re
 from pathlib import Path
 
@@ -14,7 +15,9 @@ def setup_commands() -> list[str]:
 def test_readme_has_exactly_two_setup_commands():
     demo, tests = setup_commands()
     assert demo == "bash tools/install.sh && .venv/bin/python tools/demo.py"
-    assert tests == "bash tools/install.sh && .venv/bin/python -m pytest"
+    assert tests == (
+        "bash tools/install.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python -m pytest"
+    )
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,4 +1,5 @@
 """Template ensembles in the core: the lists ZSSeg uses, and each class as the normalised mean of its templates."""
+
 import open_clip
 import pytest
 import torch
@@ -28,12 +29,25 @@ def test_ensemble_is_the_normalised_mean_of_normalised_template_embeddings(tiny_
     names = ["cat", "traffic light"]
     ours = template_embeddings(tiny_clip, names, templates)
     with torch.no_grad():
-        expected = torch.stack([F.normalize(tiny_clip.model.encode_text(
-            open_clip.tokenize([t.format(name) for t in get_templates(templates)]), normalize=True).mean(0), dim=0)
-            for name in names])
+        expected = torch.stack(
+            [
+                F.normalize(
+                    tiny_clip.model.encode_text(
+                        open_clip.tokenize([t.format(name) for t in get_templates(templates)]), normalize=True
+                    ).mean(0),
+                    dim=0,
+                )
+                for name in names
+            ]
+        )
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(vocabulary_embeddings(names, templates=templates, clip_model="pomp-tiny",
-                                                     clip_pretrained=None), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        vocabulary_embeddings(names, templates=templates, clip_model="pomp-tiny", clip_pretrained=None),
+        expected,
+        atol=1e-5,
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="exactly one"):
-        vocabulary_embeddings(names, templates="vild", hard_prompt="a photo of a", clip_model="pomp-tiny",
-                              clip_pretrained=None)
+        vocabulary_embeddings(
+            names, templates="vild", hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None
+        )

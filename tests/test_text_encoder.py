@@ -1,4 +1,5 @@
 """The prompted encoder against open_clip's own encode_text, the independent reference."""
+
 import open_clip
 import pytest
 import torch

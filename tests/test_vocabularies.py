@@ -12,8 +12,17 @@ from pomp_plugins.prompt.vocabularies import STORED_VOCABULARIES
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SIZES = {"imagenet21k-p": 10_450, "imagenet21k": 21_843, "imagenet1k": 1000, "lvis": 1203, "coco": 80,
-         "coco-stuff": 171, "voc": 20, "ade20k": 150, "pascal-context": 59}
+SIZES = {
+    "imagenet21k-p": 10_450,
+    "imagenet21k": 21_843,
+    "imagenet1k": 1000,
+    "lvis": 1203,
+    "coco": 80,
+    "coco-stuff": 171,
+    "voc": 20,
+    "ade20k": 150,
+    "pascal-context": 59,
+}
 
 
 @pytest.mark.parametrize("name", VOCABULARY_NAMES)
@@ -95,5 +104,7 @@ def test_compare_with_a_reference_tree(tmp_path):
     as_json = tmp_path / "ImageNet21k_synsets.json.xz"
     with lzma.open(as_json, "wt") as f:
         json.dump({"class_description": descriptions}, f)
-    assert module.compare_imagenet21k_p(as_json) == [("n00007846", "person", None),
-                                                     ("n00326094", "rock climbing", "rock climb")]
+    assert module.compare_imagenet21k_p(as_json) == [
+        ("n00007846", "person", None),
+        ("n00326094", "rock climbing", "rock climb"),
+    ]

@@ -1,6 +1,7 @@
 """Zero-shot classification in process, against computations written out here with open_clip's own modules: the
 classifier of a loaded prompt file (its ctx spliced into the token embeddings by hand), of a hard prompt, the image
 features, and the per-class counts of ``evaluate``."""
+
 import open_clip
 import pytest
 import torch
@@ -20,7 +21,7 @@ def coop_text_features(model, ctx: torch.Tensor, names: list[str]) -> torch.Tens
     placeholder = " ".join(["X"] * len(ctx))
     tokens = open_clip.tokenize([f"{placeholder} {name}." for name in names])
     x = model.token_embedding(tokens)
-    x = torch.cat([x[:, :1], ctx.expand(len(names), -1, -1), x[:, 1 + len(ctx):]], dim=1)
+    x = torch.cat([x[:, :1], ctx.expand(len(names), -1, -1), x[:, 1 + len(ctx) :]], dim=1)
     x = model.transformer(x + model.positional_embedding, attn_mask=model.attn_mask)
     x = model.ln_final(x)[torch.arange(len(names)), tokens.argmax(dim=-1)] @ model.text_projection
     return F.normalize(x, dim=-1)
@@ -41,8 +42,9 @@ def test_a_loaded_prompt_files_ctx_is_what_encodes_the_classes(tiny_clip, tmp_pa
 def test_a_hard_prompt_classifier_is_open_clips_normalised_encode_text(tiny_clip):
     ours = text_classifier(tiny_clip, NAMES, hard_prompt="a photo of a")
     with torch.no_grad():
-        expected = F.normalize(tiny_clip.model.encode_text(open_clip.tokenize([f"a photo of a {n}." for n in NAMES])),
-                               dim=-1)
+        expected = F.normalize(
+            tiny_clip.model.encode_text(open_clip.tokenize([f"a photo of a {n}." for n in NAMES])), dim=-1
+        )
     assert (ours - expected).abs().max() < 1e-5
 
 
@@ -71,8 +73,11 @@ def test_evaluate_counts_each_class_against_hand_ranked_logits(tiny_clip, capsys
     text = F.normalize(torch.randn(7, 64, generator=generator), dim=-1)
     images = torch.randn(9, 3, 32, 32, generator=generator)
     labels = torch.tensor([0, 0, 1, 2, 2, 2, 6, 6, 3])
-    batches = [Batch(images[:4], labels[:4], ["a.png"]), Batch(torch.empty(0), labels[:0], ["b.png"]),
-               Batch(images[4:], labels[4:], [])]
+    batches = [
+        Batch(images[:4], labels[:4], ["a.png"]),
+        Batch(torch.empty(0), labels[:0], ["b.png"]),
+        Batch(images[4:], labels[4:], []),
+    ]
     counts, skipped = evaluate(tiny_clip, text, batches)
     assert skipped == ["a.png", "b.png"] and capsys.readouterr().err == ""  # no progress bar unless asked
 
@@ -90,8 +95,14 @@ def test_evaluate_counts_each_class_against_hand_ranked_logits(tiny_clip, capsys
 
 def test_summary_of_counts_without_images_and_per_class_accuracy():
     counts = AccuracyCounts(3)
-    assert counts.summary() == {"top1": 0.0, "top5": 0.0, "mean_per_class": 0.0, "images": 0, "classes": 3,
-                                "classes_with_images": 0}
+    assert counts.summary() == {
+        "top1": 0.0,
+        "top5": 0.0,
+        "mean_per_class": 0.0,
+        "images": 0,
+        "classes": 3,
+        "classes_with_images": 0,
+    }
     counts.update(torch.tensor([[0.0, 2.0, 1.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]), torch.tensor([1, 1, 0]))
     per_class = counts.per_class()
     assert per_class[0] == 0.0 and per_class[1] == 0.5 and per_class[2].isnan()

@@ -1,6 +1,7 @@
 """ZSSeg's "R101c" is mmseg's ResNetV1c as configured in _base_/models/zsseg_r101c.py: detectron2's DeepLab ResNet-101
 (the DeepLab stem of ZSSeg's build_resnet_deeplab_backbone, written out here with detectron2's layers; res5 multi-grid
 [1, 2, 4]; FrozenBN) with its weights renamed by pomp_plugins.mmseg.backbone_weights gives the same features."""
+
 import pickle
 from pathlib import Path
 
@@ -30,8 +31,9 @@ class DeepLabStem(torch.nn.Module):
         half = out_channels // 2
         self.conv1 = Conv2d(3, half, 3, stride=2, padding=1, bias=False, norm=get_norm("FrozenBN", half))
         self.conv2 = Conv2d(half, half, 3, stride=1, padding=1, bias=False, norm=get_norm("FrozenBN", half))
-        self.conv3 = Conv2d(half, out_channels, 3, stride=1, padding=1, bias=False,
-                            norm=get_norm("FrozenBN", out_channels))
+        self.conv3 = Conv2d(
+            half, out_channels, 3, stride=1, padding=1, bias=False, norm=get_norm("FrozenBN", out_channels)
+        )
 
     def forward(self, x):
         for conv in (self.conv1, self.conv2, self.conv3):
@@ -45,10 +47,19 @@ def detectron2_r101c() -> ResNet:
     stages, in_channels, out_channels, bottleneck = [], 128, 256, 64
     for index, blocks in enumerate((3, 4, 23, 3)):
         dilations = [1, 2, 4] if index == 3 else [1] * blocks
-        stages.append(ResNet.make_stage(
-            BottleneckBlock, blocks, in_channels=in_channels, out_channels=out_channels,
-            bottleneck_channels=bottleneck, stride_in_1x1=False, norm="FrozenBN", dilation_per_block=dilations,
-            stride_per_block=[1 if index == 0 else 2] + [1] * (blocks - 1)))
+        stages.append(
+            ResNet.make_stage(
+                BottleneckBlock,
+                blocks,
+                in_channels=in_channels,
+                out_channels=out_channels,
+                bottleneck_channels=bottleneck,
+                stride_in_1x1=False,
+                norm="FrozenBN",
+                dilation_per_block=dilations,
+                stride_per_block=[1 if index == 0 else 2] + [1] * (blocks - 1),
+            )
+        )
         in_channels, out_channels, bottleneck = out_channels, out_channels * 2, bottleneck * 2
     return ResNet(DeepLabStem(), stages, out_features=["res2", "res3", "res4", "res5"]).eval()
 
@@ -84,6 +95,7 @@ def test_names_that_are_not_a_deeplab_resnet_are_refused():
     assert mmseg_name("res2.0.shortcut.norm.running_mean") == "layer1.0.downsample.1.running_mean"
     assert mmseg_name("stem.conv3.norm.bias") == "stem.7.bias"
     assert set(convert_state_dict({"backbone.stem.conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)})) == {
-        "stem.0.weight"}
+        "stem.0.weight"
+    }
     with pytest.raises(KeyError, match="sem_seg_head.predictor"):
         convert_state_dict({"sem_seg_head.predictor.query_embed.weight": torch.zeros(1)})

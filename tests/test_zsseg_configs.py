@@ -1,5 +1,6 @@
 """The shipped ZSSeg configs: they parse, build, and hold ZSSeg's / POMP's recipe values (ZSSeg's configs/*.yaml and
 train_net.py build_optimizer, POMP's third_party/zsseg.baseline/configs)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,7 @@ EXPECTED = {
     "zsseg_r101c_8xb4-60k_coco-stuff164k-171-640x640.py": ("coco-stuff", None, 0.8, 0.5),
     "zsseg_r101c_coco-stuff164k-171-to-ade20k-150-512x512.py": ("ade20k", None, 0.5, 0.4),
     "zsseg_r101c_coco-stuff164k-171-to-pascal-context-59-512x512.py": ("pascal-context", None, 0.2, 0.5),
-    "zsseg_r101c_coco-stuff164k-171-to-cityscapes-19-1024x2048.py": (dict(dataset="CityscapesDataset"), None, 0.4,
-                                                                     0.3),
+    "zsseg_r101c_coco-stuff164k-171-to-cityscapes-19-1024x2048.py": (dict(dataset="CityscapesDataset"), None, 0.4, 0.3),
 }
 
 
@@ -48,11 +48,15 @@ def test_every_zsseg_config_is_listed_and_holds_its_datasets_values():
         assert (head.clip_stage.weight, head.clip_stage.mask_threshold) == (weight, threshold), name
         assert head.text_classifier.temperature == 100.0 and cfg.test_evaluator.type == "ZeroShotIoUMetric"
         assert cfg.test_evaluator.split == split, name
-    assert load("zsseg-vild_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py").model.decode_head.text_classifier \
-        .templates == "vild"
+    assert (
+        load("zsseg-vild_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py").model.decode_head.text_classifier.templates
+        == "vild"
+    )
     # POMP's 171-class model is tested on ZSSeg's COCO-Stuff test set, whose trainable_flag is the 156/15 split
-    assert load("zsseg_r101c_8xb4-60k_coco-stuff164k-171-640x640.py").model.decode_head.clip_stage.split == \
-        "coco-stuff-156-15"
+    assert (
+        load("zsseg_r101c_8xb4-60k_coco-stuff164k-171-640x640.py").model.decode_head.clip_stage.split
+        == "coco-stuff-156-15"
+    )
 
 
 def test_data_recipes_are_zsseg_s():
@@ -81,10 +85,17 @@ def test_data_recipes_are_zsseg_s():
     rng = np.random.default_rng(0)
     heights = set()
     for _ in range(12):
-        results = steps(dict(img=rng.integers(0, 255, (480, 1500, 3), dtype=np.uint8),
-                             gt_seg_map=np.zeros((480, 1500), np.uint8), seg_fields=["gt_seg_map"]))
+        results = steps(
+            dict(
+                img=rng.integers(0, 255, (480, 1500, 3), dtype=np.uint8),
+                gt_seg_map=np.zeros((480, 1500), np.uint8),
+                seg_fields=["gt_seg_map"],
+            )
+        )
         height, width = results["img"].shape[:2]
-        assert height in {320, 384, 448, 512, 576, 640} and width == 640 and results["gt_seg_map"].shape == (height, 640)
+        assert (
+            height in {320, 384, 448, 512, 576, 640} and width == 640 and results["gt_seg_map"].shape == (height, 640)
+        )
         heights.add(height)
     assert len(heights) > 1
 
@@ -97,7 +108,9 @@ def test_the_r101c_model_and_zssegs_optimiser_build():
     head = model.decode_head
     assert head.num_classes == 171 and len(head.loss_cls.class_weight) == 172
     assert [(m.in_features, m.out_features) for m in head.cls_embed.embed if isinstance(m, torch.nn.Linear)] == [
-        (256, 1024), (1024, 64)]  # ZSSeg's 256 -> 1024 -> text dimension (512 for ViT-B/16; 64 for pomp-tiny)
+        (256, 1024),
+        (1024, 64),
+    ]  # ZSSeg's 256 -> 1024 -> text dimension (512 for ViT-B/16; 64 for pomp-tiny)
     assert head.decoder_input_proj.in_channels == 2048 and len(head.transformer_decoder.layers) == 6
     assert model.backbone.stem[0].out_channels == 64 and model.backbone.stem[6].out_channels == 128
 

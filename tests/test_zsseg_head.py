@@ -1,6 +1,7 @@
 """ZSSeg's head on mmseg's MaskFormer: its losses, matching and inference against ZSSeg's formulas written out here
 (MendelXu/zsseg.baseline: modeling/criterion.py, modeling/matcher.py, zero_shot_mask_former_model.py), its text
 classifier, the zero-shot rules, and the CLIP stage, on the tiny config and the tiny random-weight CLIP."""
+
 import copy
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def zsseg_match(class_logits, mask_logits, classes, masks):
     hw = out.shape[1]
     p = out.sigmoid()
     focal_pos = (1 - p) ** 2 * F.binary_cross_entropy_with_logits(out, torch.ones_like(out), reduction="none") * 0.25
-    focal_neg = p ** 2 * F.binary_cross_entropy_with_logits(out, torch.zeros_like(out), reduction="none") * 0.75
+    focal_neg = p**2 * F.binary_cross_entropy_with_logits(out, torch.zeros_like(out), reduction="none") * 0.75
     cost_mask = (focal_pos @ target.t() + focal_neg @ (1 - target).t()) / hw
     cost_dice = 1 - (2 * p @ target.t() + 1) / (p.sum(-1)[:, None] + target.sum(-1)[None, :] + 1)
     rows, cols = linear_sum_assignment((20 * cost_mask + cost_class + cost_dice).numpy())
@@ -216,9 +217,10 @@ def test_clip_stage_pieces():
     head, clip = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.9, 0.1]])
     seen = torch.tensor([True, False])
     out = geometric_ensemble(head, clip, torch.tensor([True]), seen, weight=0.8)
-    torch.testing.assert_close(out, torch.tensor([[0.5 ** 0.8 * 0.9 ** 0.2, 0.5 ** 0.2 * 0.1 ** 0.8]]))
-    torch.testing.assert_close(geometric_ensemble(head, clip, torch.tensor([False]), seen, 0.8),
-                               head.pow(torch.tensor([0.8, 0.2])))
+    torch.testing.assert_close(out, torch.tensor([[0.5**0.8 * 0.9**0.2, 0.5**0.2 * 0.1**0.8]]))
+    torch.testing.assert_close(
+        geometric_ensemble(head, clip, torch.tensor([False]), seen, 0.8), head.pow(torch.tensor([0.8, 0.2]))
+    )
 
 
 def test_clip_regions_are_cropped_filled_and_resized_as_zsseg_does(tiny_clip):
@@ -303,8 +305,9 @@ def test_zsseg_segmentor_hands_the_head_the_original_rgb_pixels():
 
     model.decode_head.predict = predict
     bgr = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)  # mmcv loads images as BGR
-    sample = SegDataSample(metainfo=dict(ori_shape=(64, 64), img_shape=(64, 64), pad_shape=(64, 64),
-                                         padding_size=[0, 0, 0, 0]))
+    sample = SegDataSample(
+        metainfo=dict(ori_shape=(64, 64), img_shape=(64, 64), pad_shape=(64, 64), padding_size=[0, 0, 0, 0])
+    )
     data = model.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]))
     model.predict(data["inputs"], data["data_samples"])
     torch.testing.assert_close(seen["images"][0], bgr[[2, 1, 0]].float(), atol=1e-3, rtol=0)

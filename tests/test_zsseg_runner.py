@@ -1,4 +1,5 @@
 """The tiny ZSSeg config end to end through mmengine's Runner (mmseg's train/test entry points) on the toy data."""
+
 import math
 from pathlib import Path
 

@@ -13,6 +13,7 @@ A random-weight CLIP knows nothing about words, so the hard prompt scores about 
 that pre-training really moves the class embeddings onto the images. The commands it runs are printed, so the same
 steps can be repeated by hand or scaled up (a real CLIP, ImageNet-21K, a GPU).
 """
+
 import argparse
 import json
 import shlex
@@ -32,9 +33,29 @@ TRAIN_IMAGES, TEST_IMAGES = 20, 10  # per class
 TINY_CLIP = ["--clip-model", "pomp-tiny", "--clip-pretrained", "none", "--device", "cpu"]
 # The paper's recipe, except what a random-weight model and 128 training images need: more epochs, a far larger
 # learning rate without warm-up, 16 context vectors and gentler crops (the shapes must stay in the picture).
-PRETRAIN = ["--n-ctx", "16", "--epochs", "40", "--lr", "0.3", "--warmup-epochs", "0", "--group-size", "8",
-            "--global-batch", "8", "--crop-scale-min", "0.5", "--shots", "16", "--val-per-class", "4", "--workers",
-            "0", "--no-progress"]
+PRETRAIN = [
+    "--n-ctx",
+    "16",
+    "--epochs",
+    "40",
+    "--lr",
+    "0.3",
+    "--warmup-epochs",
+    "0",
+    "--group-size",
+    "8",
+    "--global-batch",
+    "8",
+    "--crop-scale-min",
+    "0.5",
+    "--shots",
+    "16",
+    "--val-per-class",
+    "4",
+    "--workers",
+    "0",
+    "--no-progress",
+]
 
 
 def run(tool: str, main, argv: list[str]) -> None:
@@ -55,25 +76,49 @@ def main(argv=None) -> int:
     names = class_list(CLASSES)
     make_image_folder(data / "train", names, TRAIN_IMAGES, seed=0)
     make_image_folder(data / "val", names, TEST_IMAGES, seed=1)
-    print(f"wrote {CLASSES} classes ({', '.join(names)}) to {data}: {TRAIN_IMAGES} training and {TEST_IMAGES} test "
-          "images each")
+    print(
+        f"wrote {CLASSES} classes ({', '.join(names)}) to {data}: {TRAIN_IMAGES} training and {TEST_IMAGES} test "
+        "images each"
+    )
 
     prompt = out / "pretrain" / "prompt.pt"
-    run("pretrain_prompt.py", pretrain_prompt, ["--data", str(data), "--output", str(prompt.parent), *TINY_CLIP,
-                                                *PRETRAIN])
+    run(
+        "pretrain_prompt.py",
+        pretrain_prompt,
+        ["--data", str(data), "--output", str(prompt.parent), *TINY_CLIP, *PRETRAIN],
+    )
     results = {}
-    for label, prompt_args in (("POMP prompt (learned)", ["--prompt", str(prompt)]),
-                               ("hard prompt 'a photo of a {name}.'", ["--hard-prompt", "a photo of a"])):
+    for label, prompt_args in (
+        ("POMP prompt (learned)", ["--prompt", str(prompt)]),
+        ("hard prompt 'a photo of a {name}.'", ["--hard-prompt", "a photo of a"]),
+    ):
         report = out / f"eval_{'pomp' if '--prompt' in prompt_args else 'hard_prompt'}.json"
-        run("eval_zeroshot.py", eval_zeroshot, ["--data", str(data / "val"), *TINY_CLIP, *prompt_args, "--workers",
-                                                "0", "--no-progress", "--out", str(report)])
+        run(
+            "eval_zeroshot.py",
+            eval_zeroshot,
+            [
+                "--data",
+                str(data / "val"),
+                *TINY_CLIP,
+                *prompt_args,
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(report),
+            ],
+        )
         results[label] = json.loads(report.read_text())
 
-    print(f"\nzero-shot accuracy on {results[next(iter(results))]['images']} test images of {CLASSES} classes "
-          f"(chance: {100 / CLASSES:.1f}%):")
+    print(
+        f"\nzero-shot accuracy on {results[next(iter(results))]['images']} test images of {CLASSES} classes "
+        f"(chance: {100 / CLASSES:.1f}%):"
+    )
     for label, result in results.items():
-        print(f"  {label:36s} top-1 {result['top1']:5.1f}%   top-5 {result['top5']:5.1f}%   "
-              f"mean per class {result['mean_per_class']:5.1f}%")
+        print(
+            f"  {label:36s} top-1 {result['top1']:5.1f}%   top-5 {result['top5']:5.1f}%   "
+            f"mean per class {result['mean_per_class']:5.1f}%"
+        )
     summary = {label: {k: r[k] for k in ("top1", "top5", "mean_per_class", "images")} for label, r in results.items()}
     (out / "summary.json").write_text(json.dumps({"prompt": str(prompt), "accuracy": summary}, indent=2) + "\n")
     print(f"prompt: {prompt}   summary: {out / 'summary.json'}   ({time.perf_counter() - started:.0f} s)")

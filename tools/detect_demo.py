@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Detect any classes in an image with a POMP detector and draw them with detectron2's Visualizer.
 
-    python tools/detect_demo.py --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
+    python tools/detect_demo.py \\
+        --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
         --input photo.jpg --output detections.png --names "cat,remote control,sofa" MODEL.WEIGHTS model_final.pth
     python tools/detect_demo.py --config-file detectron2_configs/POMP-Tiny-CPU.yaml \\
         --input datasets/toy/images/val_0000.png --output demo_output/toy.png --vocabulary lvis
@@ -9,6 +10,7 @@
 The classes come from --vocabulary / --names / --names-file, else from the config's (TEST_)VOCABULARY. Prints
 a JSON summary (detections kept, their classes and scores, the output file).
 """
+
 import argparse
 import json
 import sys
@@ -29,8 +31,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", required=True, help="an image file")
     parser.add_argument("--output", required=True, help="the PNG to write")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5,
-                        help="draw detections scoring at least this (default: %(default)s)")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="draw detections scoring at least this (default: %(default)s)",
+    )
     add_vocabulary_arguments(parser, required=False)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser.parse_args(argv)
@@ -59,12 +65,18 @@ def main(argv=None) -> int:
     drawing = Visualizer(image[:, :, ::-1], metadata).draw_instance_predictions(instances)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     drawing.save(args.output)
-    print(json.dumps({
-        "output": args.output,
-        "classes": len(metadata.thing_classes),
-        "detections": [{"class": metadata.thing_classes[c], "score": round(float(s), 4)}
-                       for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist())],
-    }))
+    print(
+        json.dumps(
+            {
+                "output": args.output,
+                "classes": len(metadata.thing_classes),
+                "detections": [
+                    {"class": metadata.thing_classes[c], "score": round(float(s), 4)}
+                    for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist())
+                ],
+            }
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@
 
 Prints top-1, top-5 and mean per-class accuracy; ``--out`` also writes them (and per-class accuracy) as JSON.
 """
+
 import sys
 
 from pomp_plugins.classification.cli import main

@@ -14,6 +14,7 @@ say otherwise (then with a warning); the CLIP used is printed on stderr and in t
 Detic's own files are float16 and unnormalised (Detic normalises at load time); so are ours unless
 ``--normalize`` / ``--float32`` are given.
 """
+
 import argparse
 import json
 import sys
@@ -57,9 +58,19 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, array)
-    print(json.dumps({"out": str(out), "shape": list(array.shape), "dtype": str(array.dtype),
-                      "vocabulary": vocabulary.name, "clip_model": clip.name, "clip_pretrained": clip.pretrained,
-                      "clip_activation": clip.activation}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "shape": list(array.shape),
+                "dtype": str(array.dtype),
+                "vocabulary": vocabulary.name,
+                "clip_model": clip.name,
+                "clip_pretrained": clip.pretrained,
+                "clip_activation": clip.activation,
+            }
+        )
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ The POMP reference names the ImageNet-21K-P classes by ``class_description`` of 
 that tree (or datadings' ``ImageNet21k_synsets.json.xz``, the same tree as JSON) and lists every class whose
 prompt name differs from ours.
 """
+
 import argparse
 import json
 import lzma
@@ -76,14 +77,21 @@ def compare_imagenet21k_p(path: Path) -> list:
     """``(wnid, ours, reference)`` for every class where our ``imagenet21k-p`` name (or class set) differs."""
     reference = reference_imagenet21k_names(path)
     ours = dict(zip(get_vocabulary("imagenet21k-p").keys, get_vocabulary("imagenet21k-p").names))
-    return [(wnid, ours.get(wnid), reference.get(wnid)) for wnid in sorted(set(ours) | set(reference))
-            if ours.get(wnid) != reference.get(wnid)]
+    return [
+        (wnid, ours.get(wnid), reference.get(wnid))
+        for wnid in sorted(set(ours) | set(reference))
+        if ours.get(wnid) != reference.get(wnid)
+    ]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare-imagenet21k-p", metavar="TREE", type=Path,
-                        help="compare our imagenet21k-p names with this MIIL tree / datadings JSON instead")
+    parser.add_argument(
+        "--compare-imagenet21k-p",
+        metavar="TREE",
+        type=Path,
+        help="compare our imagenet21k-p names with this MIIL tree / datadings JSON instead",
+    )
     args = parser.parse_args(argv)
     if args.compare_imagenet21k_p:
         differences = compare_imagenet21k_p(args.compare_imagenet21k_p)

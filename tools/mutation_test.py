@@ -15,6 +15,7 @@ Each mutant's tests run in a child forked from a poodle worker that imported tor
 tests themselves ~1 s. The child imports ``pomp_plugins`` from poodle's mutated copy (first on ``sys.path``); the
 parent never imports it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,51 +38,66 @@ MODULES: dict[str, list[str]] = {
     "pomp_plugins/prompt/loss.py": ["tests/test_loss.py"],
     "pomp_plugins/prompt/text_encoder.py": ["tests/test_text_encoder.py", "tests/test_pretrain_text_encoder.py"],
     "pomp_plugins/prompt/classifier.py": ["tests/test_classifier.py"],
-    "pomp_plugins/pretrain/data.py": ["tests/test_pretrain_data.py", "tests/test_pretrain_seeds.py",
-                                      "tests/test_pretrain_randaugment.py"],
+    "pomp_plugins/pretrain/data.py": [
+        "tests/test_pretrain_data.py",
+        "tests/test_pretrain_seeds.py",
+        "tests/test_pretrain_randaugment.py",
+    ],
     "pomp_plugins/pretrain/split.py": ["tests/test_pretrain_data.py", "tests/test_pretrain_seeds.py"],
     "pomp_plugins/pretrain/randaugment.py": ["tests/test_pretrain_randaugment.py"],
     "pomp_plugins/pretrain/gradient.py": ["tests/test_pretrain_step.py"],
-    "pomp_plugins/pretrain/objective.py": ["tests/test_pretrain_step.py", "tests/test_pretrain_seeds.py",
-                                           "tests/test_pretrain_text_encoder.py"],
+    "pomp_plugins/pretrain/objective.py": [
+        "tests/test_pretrain_step.py",
+        "tests/test_pretrain_seeds.py",
+        "tests/test_pretrain_text_encoder.py",
+    ],
     # the in-process tests only: the file's tool tests start a fresh interpreter (~15 s a mutant)
     "pomp_plugins/classification/zeroshot.py": [
         "tests/test_eval_zeroshot.py::test_accuracy_counts_on_known_logits",
         "tests/test_eval_zeroshot.py::test_openai_ensemble_is_the_mean_of_open_clips_template_embeddings",
-        "tests/test_zeroshot_metrics.py"],
+        "tests/test_zeroshot_metrics.py",
+    ],
 }
 
 # Mutants poodle makes that cannot change a result, keyed by (module, line, mutant text). Anything that survives
 # and is not here is reported UNEXPLAINED.
-GPU_ONLY = ("equivalent on a CPU: the branch runs only with CUDA graphs on a CUDA device (the CPU tests assert it "
-            "is not taken); tests/test_pretrain_cuda_graphs.py covers it on a GPU")
-BATCHING = ("equivalent: the text batch size; batches are cut after their last EOT and results do not depend on "
-            "it (tests/test_text_encoder.py::test_batching_and_length_sorting_do_not_change_results)")
+GPU_ONLY = (
+    "equivalent on a CPU: the branch runs only with CUDA graphs on a CUDA device (the CPU tests assert it "
+    "is not taken); tests/test_pretrain_cuda_graphs.py covers it on a GPU"
+)
+BATCHING = (
+    "equivalent: the text batch size; batches are cut after their last EOT and results do not depend on "
+    "it (tests/test_text_encoder.py::test_batching_and_length_sorting_do_not_change_results)"
+)
 SURVIVORS: dict[tuple[str, int, str], str] = {
     ("pomp_plugins/pretrain/data.py", 29, "-1"): "equivalent: `generate_state(1)` has one word, `[-1]` is `[0]`",
     ("pomp_plugins/pretrain/data.py", 23, "5"): "harmless: PROMPT_INIT = 5 is still a tag of its own (the tests "
-        "assert the four tags are distinct); it only changes which N(0, 0.02) draw a run seed starts from",
+    "assert the four tags are distinct); it only changes which N(0, 0.02) draw a run seed starts from",
     ("pomp_plugins/pretrain/objective.py", 35, "257"): "equivalent: any token bucket gives the same numbers (the "
-        "fixed layout only pads to a multiple of it; tests/test_pretrain_text_encoder.py checks other buckets); it "
-        "changes how many CUDA-graph shapes a run captures",
+    "fixed layout only pads to a multiple of it; tests/test_pretrain_text_encoder.py checks other buckets); it "
+    "changes how many CUDA-graph shapes a run captures",
     ("pomp_plugins/pretrain/objective.py", 57, "None"): GPU_ONLY,
     ("pomp_plugins/pretrain/objective.py", 112, "encoder.tower.packable"): GPU_ONLY,
     ("pomp_plugins/pretrain/objective.py", 114, "None"): GPU_ONLY,
     ("pomp_plugins/prompt/text_encoder.py", 180, "False"): "equivalent on a CPU (only CPU-to-CUDA copies take this "
-        "branch); on a GPU a blocking copy gives the same values, only later",
+    "branch); on a GPU a blocking copy gives the same values, only later",
     ("pomp_plugins/prompt/text_encoder.py", 226, "-1"): "equivalent: `cumsum` over the last dimension of a 1-D tensor "
-        "is over dimension 0",
+    "is over dimension 0",
     ("pomp_plugins/classification/zeroshot.py", 31, "4097"): BATCHING,
     ("pomp_plugins/classification/zeroshot.py", 31, "4095"): BATCHING,
     ("pomp_plugins/classification/zeroshot.py", 81, "True"): "harmless: `dynamic=True` compiles shape-generic "
-        "code for the same features (the tools compile only on request; slower, not different)",
+    "code for the same features (the tools compile only on request; slower, not different)",
     ("pomp_plugins/classification/zeroshot.py", 130, "' '"): "harmless: the progress bar's length (display only; "
-        "ignored while the bar is off)",
+    "ignored while the bar is off)",
 }
 
 SAMPLE = 40  # mutants per module (~5 s each on 2 shared cores), unless SAMPLES says otherwise; 0: all
-SAMPLES = {"pomp_plugins/prompt/loss.py": 0, "pomp_plugins/pretrain/gradient.py": 0,
-           "pomp_plugins/pretrain/objective.py": 50, "pomp_plugins/pretrain/data.py": 50}
+SAMPLES = {
+    "pomp_plugins/prompt/loss.py": 0,
+    "pomp_plugins/pretrain/gradient.py": 0,
+    "pomp_plugins/pretrain/objective.py": 50,
+    "pomp_plugins/pretrain/data.py": 50,
+}
 TIMEOUT = "Trial Exceeded Timeout"  # poodle's reason code
 PREIMPORTED = ("torch", "torchvision", "numpy", "PIL.Image", "open_clip", "pytest", "tqdm.auto", "scipy")
 
@@ -123,8 +139,9 @@ def _run_tests(source_root: Path, timeout: float | None) -> tuple[int | None, st
                     if report.failed and not Path(failed.name).read_text():
                         Path(failed.name).write_text(report.nodeid)
 
-            code = int(pytest.main(["-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", *tests],
-                                   plugins=[FirstFailure()]))
+            code = int(
+                pytest.main(["-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", *tests], plugins=[FirstFailure()])
+            )
         finally:
             os._exit(code)
     try:
@@ -147,8 +164,9 @@ def runner(config, run_folder: Path, mutant, timeout, *_, **__):
 
     code, _ = _run_tests(run_folder, timeout)
     if code is None:
-        return MutantTrialResult(found=False, reason_code=MutantTrialResult.RC_TIMEOUT,
-                                 reason_desc=f"timeout {timeout:.0f} s")
+        return MutantTrialResult(
+            found=False, reason_code=MutantTrialResult.RC_TIMEOUT, reason_desc=f"timeout {timeout:.0f} s"
+        )
     if code == 0:
         return MutantTrialResult(found=False, reason_code=MutantTrialResult.RC_NOT_FOUND)
     if code == 1:
@@ -193,30 +211,52 @@ def run_module(module: str, skip_mutators: list[str], tests_root: Path, sample: 
     tests = [t for t in MODULES[module] if (tests_root / t.split("::")[0]).is_file()]
     with tempfile.TemporaryDirectory(prefix="mutation-") as work:
         config = Path(work) / "poodle.toml"
-        config.write_text("\n".join([
-            "[tool.poodle]",
-            'source_folders = ["pomp_plugins"]',
-            f'only_files = ["{Path(module).relative_to("pomp_plugins")}"]',
-            "max_workers = 1",
-            f'work_folder = "{Path(work) / "runs"}"',
-            'runner = "mutation_test.runner"',
-            "min_timeout = 60",
-            "timeout_multiplier = 5",
-            f"skip_mutators = {json.dumps(skip_mutators)}",
-            'reporters = ["summary"]',
-            "[tool.poodle.reporter_opts]",
-            "json_report_found = true",
-            "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    "[tool.poodle]",
+                    'source_folders = ["pomp_plugins"]',
+                    f'only_files = ["{Path(module).relative_to("pomp_plugins")}"]',
+                    "max_workers = 1",
+                    f'work_folder = "{Path(work) / "runs"}"',
+                    'runner = "mutation_test.runner"',
+                    "min_timeout = 60",
+                    "timeout_multiplier = 5",
+                    f"skip_mutators = {json.dumps(skip_mutators)}",
+                    'reporters = ["summary"]',
+                    "[tool.poodle.reporter_opts]",
+                    "json_report_found = true",
+                    "",
+                ]
+            )
+        )
         path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
         sample = SAMPLES.get(module, sample)
-        env = {**os.environ, "MUTATION_TESTS": " ".join(tests), "MUTATION_TEST_ROOT": str(tests_root),
-               "MUTATION_MODULE": module, "MUTATION_SAMPLE": str(sample),
-               "MUTATION_COUNT_FILE": str(Path(work) / "count"),
-               "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "tools"), *path])}
+        env = {
+            **os.environ,
+            "MUTATION_TESTS": " ".join(tests),
+            "MUTATION_TEST_ROOT": str(tests_root),
+            "MUTATION_MODULE": module,
+            "MUTATION_SAMPLE": str(sample),
+            "MUTATION_COUNT_FILE": str(Path(work) / "count"),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tools"), *path]),
+        }
         start = time.time()
-        subprocess.run([sys.executable, "-c", "import mutation_test; mutation_test.poodle_main()",
-                        "-c", str(config), "--json", str(out)], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import mutation_test; mutation_test.poodle_main()",
+                "-c",
+                str(config),
+                "--json",
+                str(out),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
         data = json.loads(out.read_text())
         data["module"], data["tests"], data["wall_s"] = module, tests, round(time.time() - start, 1)
         data["skip_mutators"], data["sample"] = skip_mutators, sample
@@ -234,8 +274,9 @@ def rerun_survivors(module: str) -> None:
     os.environ.update(MUTATION_TESTS=" ".join(MODULES[module]), MUTATION_TEST_ROOT=str(ROOT), OMP_NUM_THREADS="1")
     rerun = {}
     with tempfile.TemporaryDirectory(prefix="mutation-rerun-") as work:
-        shutil.copytree(ROOT / "pomp_plugins", Path(work) / "pomp_plugins",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / "pomp_plugins", Path(work) / "pomp_plugins", ignore=shutil.ignore_patterns("__pycache__")
+        )
         target = Path(work) / module
         original = target.read_text()
         for trial in data["mutant_trials"]:
@@ -262,20 +303,27 @@ def mutant_line(trial: dict) -> str:
     mutant = trial["mutant"]
     if mutant["mutator_name"] == "Decorator":
         return f"{mutant['text'].splitlines()[0].strip()}  (its decorator removed)"
-    diff = [line[1:].strip() for line in (mutant.get("unified_diff") or "").splitlines()
-            if line.startswith("+") and not line.startswith("+++")]
+    diff = [
+        line[1:].strip()
+        for line in (mutant.get("unified_diff") or "").splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    ]
     return diff[0] if diff else mutant["text"]
 
 
 def build_report() -> dict:
-    lines = ["# Mutation testing report", "",
-             "Generated by `tools/mutation_test.py`: poodle's mutants of each module, one worker, each against the "
-             "module's own fast tests (`-x -m 'not slow'`). *Before*: the tests as they were before this report "
-             "(a snapshot of the tree); *after*: the survivors run again against today's tests (a mutant killed before "
-             "stays killed: tests were only added). Regenerate: see the README's Development section.", "",
-             "| module | mutants generated | run | killed before | survived before | killed after | survived after "
-             "| score after | tests (after) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Mutation testing report",
+        "",
+        "Generated by `tools/mutation_test.py`: poodle's mutants of each module, one worker, each against the "
+        "module's own fast tests (`-x -m 'not slow'`). *Before*: the tests as they were before this report "
+        "(a snapshot of the tree); *after*: the survivors run again against today's tests (a mutant killed before "
+        "stays killed: tests were only added). Regenerate: see the README's Development section.",
+        "",
+        "| module | mutants generated | run | killed before | survived before | killed after | survived after "
+        "| score after | tests (after) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     modules, details = [], []
     for module in MODULES:
         path = RESULTS / "mutation" / f"{slug(module)}.json"
@@ -291,37 +339,65 @@ def build_report() -> dict:
                 continue
             mutant, again = trial["mutant"], rerun.get(mutant_key(trial), {})
             key = (module, mutant["lineno"], mutant["text"])
-            survivors.append({"line": mutant["lineno"], "mutator": mutant["mutator_name"], "text": mutant["text"],
-                              "mutated_line": mutant_line(trial), "killed_by": again.get("killed_by"),
-                              "reason": None if again.get("killed_by") else SURVIVORS.get(key, "UNEXPLAINED")})
+            survivors.append(
+                {
+                    "line": mutant["lineno"],
+                    "mutator": mutant["mutator_name"],
+                    "text": mutant["text"],
+                    "mutated_line": mutant_line(trial),
+                    "killed_by": again.get("killed_by"),
+                    "reason": None if again.get("killed_by") else SURVIVORS.get(key, "UNEXPLAINED"),
+                }
+            )
         still = [s for s in survivors if not s["killed_by"]]
         killed_after = len(trials) - len(still)
         generated = data.get("generated", len(trials))
-        modules.append({"module": module, "generated": generated, "mutants": len(trials),
-                        "killed_before": len(killed_before),
-                        "survived_before": len(survivors), "killed_after": killed_after,
-                        "survived_after": len(still), "score_after": round(killed_after / max(len(trials), 1), 4),
-                        "tests_before": data["tests"], "tests_after": data.get("rerun_tests", data["tests"]),
-                        "wall_s": data.get("wall_s"), "skip_mutators": data.get("skip_mutators", []),
-                        "survivors": survivors})
-        lines.append(f"| `{module}` | {generated} | {len(trials)} | {len(killed_before)} | {len(survivors)} "
-                     f"| {killed_after} "
-                     f"| {len(still)} | {100 * killed_after / max(len(trials), 1):.1f}% "
-                     f"| {', '.join(f'`{t}`' for t in modules[-1]['tests_after'])} |")
+        modules.append(
+            {
+                "module": module,
+                "generated": generated,
+                "mutants": len(trials),
+                "killed_before": len(killed_before),
+                "survived_before": len(survivors),
+                "killed_after": killed_after,
+                "survived_after": len(still),
+                "score_after": round(killed_after / max(len(trials), 1), 4),
+                "tests_before": data["tests"],
+                "tests_after": data.get("rerun_tests", data["tests"]),
+                "wall_s": data.get("wall_s"),
+                "skip_mutators": data.get("skip_mutators", []),
+                "survivors": survivors,
+            }
+        )
+        lines.append(
+            f"| `{module}` | {generated} | {len(trials)} | {len(killed_before)} | {len(survivors)} "
+            f"| {killed_after} "
+            f"| {len(still)} | {100 * killed_after / max(len(trials), 1):.1f}% "
+            f"| {', '.join(f'`{t}`' for t in modules[-1]['tests_after'])} |"
+        )
         if survivors:
             details += ["", f"### `{module}`", ""]
-            details += [f"- line {s['line']} ({s['mutator']}): `{s['mutated_line']}` — "
-                        + (f"killed by `{s['killed_by']}`" if s["killed_by"] else s["reason"]) for s in survivors]
+            details += [
+                f"- line {s['line']} ({s['mutator']}): `{s['mutated_line']}` — "
+                + (f"killed by `{s['killed_by']}`" if s["killed_by"] else s["reason"])
+                for s in survivors
+            ]
     total = sum(m["mutants"] for m in modules)
     before = sum(m["killed_before"] for m in modules)
     after = sum(m["killed_after"] for m in modules)
-    lines += ["", "*run*: a fixed random sample of the module's mutants (the same every time: `SAMPLE`/`SAMPLES` in "
-              "the script; a full run of the larger modules takes hours on 2 shared cores). A timed-out mutant counts "
-              "as killed. poodle's `String` mutator (texts of messages) is skipped.", "",
-              f"Total: {total} mutants run; killed before {before} ({100 * before / max(total, 1):.1f}%), after "
-              f"{after} ({100 * after / max(total, 1):.1f}%).", "",
-              "## Survivors of the first run", "",
-              "Each is killed by the named test now, or is equivalent or harmless for the reason given."]
+    lines += [
+        "",
+        "*run*: a fixed random sample of the module's mutants (the same every time: `SAMPLE`/`SAMPLES` in "
+        "the script; a full run of the larger modules takes hours on 2 shared cores). A timed-out mutant counts "
+        "as killed. poodle's `String` mutator (texts of messages) is skipped.",
+        "",
+        f"Total: {total} mutants run; killed before {before} ({100 * before / max(total, 1):.1f}%), after "
+        f"{after} ({100 * after / max(total, 1):.1f}%).",
+        "",
+        "## Survivors of the first run",
+        "",
+        "Each is killed by the named test now, or is equivalent or harmless for the reason given.",
+    ]
     lines += details
     (RESULTS / "mutation_report.md").write_text("\n".join(lines) + "\n")
     report = {"total": total, "killed_before": before, "killed_after": after, "modules": modules}
@@ -332,21 +408,35 @@ def build_report() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
-    parser.add_argument("--tests-from", type=Path, default=ROOT,
-                        help="a tree whose tests/ the mutants run against (default: this checkout)")
-    parser.add_argument("--rerun-survivors", action="store_true",
-                        help="no new poodle run: run the last run's survivors against the current tests")
+    parser.add_argument(
+        "--tests-from",
+        type=Path,
+        default=ROOT,
+        help="a tree whose tests/ the mutants run against (default: this checkout)",
+    )
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="no new poodle run: run the last run's survivors against the current tests",
+    )
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the per-module JSON")
-    parser.add_argument("--sample", type=int, default=SAMPLE,
-                        help=f"at most this many mutants per module not in SAMPLES, a fixed random sample (0: all; "
-                             f"default {SAMPLE})")
-    parser.add_argument("--skip-mutators", nargs="*", default=["String"],
-                        help="poodle mutators not to run (default: String, the texts of error messages)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=SAMPLE,
+        help=f"at most this many mutants per module not in SAMPLES, a fixed random sample (0: all; default {SAMPLE})",
+    )
+    parser.add_argument(
+        "--skip-mutators",
+        nargs="*",
+        default=["String"],
+        help="poodle mutators not to run (default: String, the texts of error messages)",
+    )
     args = parser.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"not in MODULES: {unknown}")
-    for module in ([] if args.report_only else args.modules or MODULES):
+    for module in [] if args.report_only else args.modules or MODULES:
         if args.rerun_survivors:
             rerun_survivors(module)
         else:

@@ -9,6 +9,7 @@ Without --vocabulary/--names/--names-file the config's classes are used. A new v
 split, so a CLIP stage weighs every class as unseen (as ZSSeg does). Prints JSON: the classes found and the
 fraction of the image each covers.
 """
+
 import argparse
 import colorsys
 import json
@@ -56,8 +57,12 @@ def draw_legend(visualizer: SegLocalVisualizer, height: int, entries: list[tuple
         boxes = np.stack([np.full_like(tops, 6), tops, np.full_like(tops, 22), tops + 16], axis=1)
         colours = [tuple(colour) for _, colour in entries]
         visualizer.draw_bboxes(boxes, edge_colors="black", face_colors=colours, alpha=1.0)
-        visualizer.draw_texts([text for text, _ in entries], np.stack([np.full_like(tops, 28), tops], axis=1),
-                              colors="black", font_sizes=10)
+        visualizer.draw_texts(
+            [text for text, _ in entries],
+            np.stack([np.full_like(tops, 28), tops], axis=1),
+            colors="black",
+            font_sizes=10,
+        )
     return visualizer.get_image()
 
 
@@ -68,12 +73,12 @@ def main(argv=None) -> int:
         cfg.merge_from_dict(args.cfg_options)
     text_classifier = cfg.model.decode_head.get("text_classifier")
     if text_classifier is None:
-        raise ValueError(f"{args.config}: the decode head has no text_classifier (use ZSSegHead or "
-                         "TextClassifierHead)")
+        raise ValueError(f"{args.config}: the decode head has no text_classifier (use ZSSegHead or TextClassifierHead)")
     if args.vocabulary or args.names or args.names_file:
         vocabulary = vocabulary_from_args(args)
-        text_classifier.update(classes=args.vocabulary if args.vocabulary in VOCABULARY_NAMES else
-                               list(vocabulary.keys), split=None)
+        text_classifier.update(
+            classes=args.vocabulary if args.vocabulary in VOCABULARY_NAMES else list(vocabulary.keys), split=None
+        )
     model = init_model(cfg, args.checkpoint, device=args.device)
     names = list(text_classifier_of(model.decode_head).vocabulary.names)
 
@@ -89,11 +94,12 @@ def main(argv=None) -> int:
     ids, counts = np.unique(labels, return_counts=True)
     order = np.argsort(-counts)
     found = {names[i]: round(float(c) / labels.size, 4) for i, c in zip(ids[order], counts[order])}
-    legend = draw_legend(visualizer, overlay.shape[0], [(f"{names[i]} {100 * found[names[i]]:.0f}%", colours[i])
-                                                        for i in ids[order]])
+    legend = draw_legend(
+        visualizer, overlay.shape[0], [(f"{names[i]} {100 * found[names[i]]:.0f}%", colours[i]) for i in ids[order]]
+    )
     canvas = np.full((legend.shape[0], overlay.shape[1] + legend.shape[1], 3), 255, np.uint8)
     canvas[: overlay.shape[0], : overlay.shape[1]] = overlay
-    canvas[:, overlay.shape[1]:] = legend
+    canvas[:, overlay.shape[1] :] = legend
     mmcv.imwrite(canvas[..., ::-1], args.out)  # mmcv writes BGR
     print(json.dumps({"out": args.out, "classes": len(names), "found": found}))
     return 0

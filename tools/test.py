@@ -8,6 +8,7 @@
 The same as mmseg's own ``tools/test.py`` (same arguments, same Runner calls; mmseg's own script runs our configs
 too), plus ``--json``: also write the metrics as one JSON object.
 """
+
 import argparse
 import json
 import sys

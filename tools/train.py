@@ -7,6 +7,7 @@
 The same as mmseg's own ``tools/train.py`` (same arguments, same Runner calls), for users without an
 mmsegmentation source checkout; mmseg's own script runs our configs too.
 """
+
 import argparse
 import sys
 

@@ -19,6 +19,7 @@ input pipeline (``INPUT.CUSTOM_AUG``, ``INPUT.TEST_INPUT_TYPE``), optimizer (``S
 casts its backbone) or detectron2's ``SOLVER.AMP`` (the whole forward autocast, CUDA or CPU), ``FIND_UNUSED_PARAM``
 for DDP and ``SOLVER.TRAIN_ITER`` (stop early on the ``MAX_ITER`` schedule).
 """
+
 import logging
 import sys
 import weakref
@@ -67,8 +68,11 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=cfg.FIND_UNUSED_PARAM)
         amp = mixed_precision(cfg)
-        self._trainer = (SimpleTrainer(model, data_loader, optimizer) if amp is None
-                         else MixedPrecisionTrainer(model, data_loader, optimizer, **amp))
+        self._trainer = (
+            SimpleTrainer(model, data_loader, optimizer)
+            if amp is None
+            else MixedPrecisionTrainer(model, data_loader, optimizer, **amp)
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -105,26 +109,38 @@ class Trainer(DefaultTrainer):
             one = cfg.clone()
             one.defrost()
             one.DATASETS.TEST = (name,)
-            one.MODEL.POMP.TEST_VOCABULARIES = cfg.MODEL.POMP.TEST_VOCABULARIES[index:index + 1]
-            one.MODEL.TEST_CLASSIFIERS = cfg.MODEL.TEST_CLASSIFIERS[index:index + 1]
-            one.MODEL.TEST_NUM_CLASSES = cfg.MODEL.TEST_NUM_CLASSES[index:index + 1]
+            one.MODEL.POMP.TEST_VOCABULARIES = cfg.MODEL.POMP.TEST_VOCABULARIES[index : index + 1]
+            one.MODEL.TEST_CLASSIFIERS = cfg.MODEL.TEST_CLASSIFIERS[index : index + 1]
+            one.MODEL.TEST_NUM_CLASSES = cfg.MODEL.TEST_NUM_CLASSES[index : index + 1]
             set_test_classifier(model, one, 0)
-            results[name] = super().test(one, model, evaluators[index:index + 1] if evaluators else None)
+            results[name] = super().test(one, model, evaluators[index : index + 1] if evaluators else None)
         set_test_classifier(model, cfg, None)
         return results if len(results) > 1 else next(iter(results.values()))
 
 
 def parse_args(argv=None):
     parser = default_argument_parser(epilog=__doc__)
-    parser.add_argument("--zoo-config", default=None, metavar="NAME",
-                        help="a detectron2 model zoo config (e.g. COCO-InstanceSegmentation/"
-                             "mask_rcnn_R_50_FPN_3x.yaml) merged before --config-file")
-    parser.add_argument("--dataset", nargs=4, action="append", default=[],
-                        metavar=("NAME", "FORMAT", "JSON", "IMAGE_ROOT"),
-                        help=f"register a dataset (FORMAT: {', '.join(DATASET_FORMATS)}); repeatable")
-    parser.add_argument("--test-vocabulary", default=None,
-                        help="inference classes: lvis, coco, ... a names file or comma-separated names "
-                             "(sets MODEL.POMP.TEST_VOCABULARY)")
+    parser.add_argument(
+        "--zoo-config",
+        default=None,
+        metavar="NAME",
+        help="a detectron2 model zoo config (e.g. COCO-InstanceSegmentation/"
+        "mask_rcnn_R_50_FPN_3x.yaml) merged before --config-file",
+    )
+    parser.add_argument(
+        "--dataset",
+        nargs=4,
+        action="append",
+        default=[],
+        metavar=("NAME", "FORMAT", "JSON", "IMAGE_ROOT"),
+        help=f"register a dataset (FORMAT: {', '.join(DATASET_FORMATS)}); repeatable",
+    )
+    parser.add_argument(
+        "--test-vocabulary",
+        default=None,
+        help="inference classes: lvis, coco, ... a names file or comma-separated names "
+        "(sets MODEL.POMP.TEST_VOCABULARY)",
+    )
     return parser.parse_args(argv)
 
 
@@ -160,8 +176,14 @@ def main(args):
 
 def cli(argv=None) -> int:
     args = parse_args(argv)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
     return 0
 
 

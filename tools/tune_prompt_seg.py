@@ -12,6 +12,7 @@ a segmentation config's training set, and write the tuned prompt file that the s
 The config gives the data (train_dataloader.dataset, read without its augmentations), the classes, the split and the
 CLIP (model.decode_head.text_classifier). Prints one JSON line per --log-interval iterations and a summary.
 """
+
 import argparse
 import dataclasses
 import json
@@ -32,17 +33,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     init = parser.add_mutually_exclusive_group()
     init.add_argument("--init", help="initial prompt file: the pre-trained POMP prompt (default: the config's prompt)")
     init.add_argument("--init-phrase", help="start from the token embeddings of a phrase, e.g. 'a photo of a'")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="coco-stuff",
-                        help="POMP's settings for this dataset (default: %(default)s)")
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="coco-stuff",
+        help="POMP's settings for this dataset (default: %(default)s)",
+    )
     for field in ("iters", "batch_size", "lr", "sample_per_class", "seed"):
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(getattr(TuningRecipe(), field)),
-                            help=f"override the recipe's {field}")
+        parser.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=type(getattr(TuningRecipe(), field)),
+            help=f"override the recipe's {field}",
+        )
     parser.add_argument("--fill", choices=FILLS, help="what replaces pixels outside the mask (default: reference)")
-    parser.add_argument("--index-file", help="JSON cache of the classes in each label map (read if present, else "
-                                             "written): scanning a large dataset takes minutes")
+    parser.add_argument(
+        "--index-file",
+        help="JSON cache of the classes in each label map (read if present, else "
+        "written): scanning a large dataset takes minutes",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="precision of the frozen CLIP; auto = bf16 on CUDA, fp32 otherwise")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="precision of the frozen CLIP; auto = bf16 on CUDA, fp32 otherwise",
+    )
     parser.add_argument("--num-workers", type=int, default=4, help="data loading processes (default: %(default)s)")
     parser.add_argument("--log-interval", type=int, default=20)
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys")
@@ -54,13 +69,25 @@ def main(argv=None) -> int:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    overrides = {k: getattr(args, k) for k in ("iters", "batch_size", "lr", "sample_per_class", "seed", "fill")
-                 if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("iters", "batch_size", "lr", "sample_per_class", "seed", "fill")
+        if getattr(args, k) is not None
+    }
     recipe = dataclasses.replace(RECIPES[args.recipe], **overrides)
-    summary = tune_prompt_for_config(cfg, args.out, recipe, init=args.init, init_phrase=args.init_phrase,
-                                     device=args.device, dtype=args.dtype, index_file=args.index_file,
-                                     num_workers=args.num_workers, log_interval=args.log_interval,
-                                     log=lambda record: print(json.dumps(record), flush=True))
+    summary = tune_prompt_for_config(
+        cfg,
+        args.out,
+        recipe,
+        init=args.init,
+        init_phrase=args.init_phrase,
+        device=args.device,
+        dtype=args.dtype,
+        index_file=args.index_file,
+        num_workers=args.num_workers,
+        log_interval=args.log_interval,
+        log=lambda record: print(json.dumps(record), flush=True),
+    )
     print(json.dumps(summary))
     return 0
 

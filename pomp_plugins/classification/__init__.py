@@ -1,6 +1,16 @@
 """Zero-shot image classification with POMP prompts: ImageFolder datasets, text classifiers, accuracy."""
+
 from .image_folder import ImageFolder, ImageListDataset, class_names, collate_skipping, load_rgb
 from .zeroshot import AccuracyCounts, evaluate, image_features, text_classifier
 
-__all__ = ["ImageFolder", "ImageListDataset", "class_names", "collate_skipping", "load_rgb", "AccuracyCounts",
-           "evaluate", "image_features", "text_classifier"]
+__all__ = [
+    "ImageFolder",
+    "ImageListDataset",
+    "class_names",
+    "collate_skipping",
+    "load_rgb",
+    "AccuracyCounts",
+    "evaluate",
+    "image_features",
+    "text_classifier",
+]

@@ -1,12 +1,13 @@
 """``tools/eval_zeroshot.py``: zero-shot accuracy of a CLIP with a prompt on an ImageFolder-style dataset."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -31,26 +32,38 @@ say otherwise (then with a warning).
 """
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Zero-shot classification accuracy (top-1, top-5, mean per class) of a CLIP with a POMP prompt, "
-                    "a hard prompt (default: 'a photo of a {name}.') or OpenAI's 80-template ensemble, on an "
-                    "ImageFolder-style dataset (DATA/<class>/<images>).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "a hard prompt (default: 'a photo of a {name}.') or OpenAI's 80-template ensemble, on an "
+        "ImageFolder-style dataset (DATA/<class>/<images>).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data", required=True, help="the folder to evaluate: one sub-folder of images per class")
     add_vocabulary_arguments(parser, required=False)
-    parser.add_argument("--allow-unnamed", action="store_true",
-                        help="name a class folder that has no name by the folder name (with a warning) instead of "
-                             "stopping with an error")
+    parser.add_argument(
+        "--allow-unnamed",
+        action="store_true",
+        help="name a class folder that has no name by the folder name (with a warning) instead of "
+        "stopping with an error",
+    )
     add_clip_arguments(parser)
     add_prompt_arguments(parser, hard_prompt_default=DEFAULT_HARD_PROMPT)
-    parser.add_argument("--templates", choices=sorted(TEMPLATE_SETS),
-                        help="use a template ensemble instead of one prompt: 'openai' = the 80 templates of "
-                             "OpenAI's ImageNet zero-shot classifier")
+    parser.add_argument(
+        "--templates",
+        choices=sorted(TEMPLATE_SETS),
+        help="use a template ensemble instead of one prompt: 'openai' = the 80 templates of "
+        "OpenAI's ImageNet zero-shot classifier",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=4, help="image-decoding processes (0: in the main process)")
-    parser.add_argument("--limit-per-class", type=int, default=None,
-                        help="evaluate at most this many images per class (a fixed, seeded choice)")
+    parser.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=None,
+        help="evaluate at most this many images per class (a fixed, seeded choice)",
+    )
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -64,12 +77,15 @@ def limit_per_class(paths: list[str], labels: list[int], limit: int, seed: int =
     by_class: dict[int, list[str]] = {}
     for path, label in zip(paths, labels):
         by_class.setdefault(label, []).append(path)
-    kept = [(path, label) for label, files in sorted(by_class.items())
-            for path in sorted(random.Random(f"{seed}:{label}").sample(files, min(limit, len(files))))]
+    kept = [
+        (path, label)
+        for label, files in sorted(by_class.items())
+        for path in sorted(random.Random(f"{seed}:{label}").sample(files, min(limit, len(files))))
+    ]
     return [p for p, _ in kept], [label for _, label in kept]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     vocabulary = None
     if args.vocabulary or args.names:
@@ -89,12 +105,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prompt_kwargs, described = {"prompt": prompt}, f"prompt file {args.prompt}"
     else:
         prompt_kwargs, described = {"hard_prompt": args.hard_prompt}, f"hard prompt '{args.hard_prompt} {{name}}.'"
-    text_features = text_classifier(clip, dataset_tree.names, cache=EmbeddingCache(), progress=not args.no_progress,
-                                    **prompt_kwargs)
+    text_features = text_classifier(
+        clip, dataset_tree.names, cache=EmbeddingCache(), progress=not args.no_progress, **prompt_kwargs
+    )
 
-    loader = DataLoader(ImageListDataset(paths, labels, clip.preprocess), batch_size=args.batch_size,
-                        num_workers=args.workers, collate_fn=collate_skipping,
-                        pin_memory=torch.device(args.device).type == "cuda")
+    loader = DataLoader(
+        ImageListDataset(paths, labels, clip.preprocess),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        collate_fn=collate_skipping,
+        pin_memory=torch.device(args.device).type == "cuda",
+    )
     counts, skipped = evaluate(clip, text_features, loader, progress=not args.no_progress, total=len(loader))
 
     per_class = counts.per_class()
@@ -108,12 +129,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "clip_model": clip.name,
         "clip_pretrained": clip.pretrained,
         "clip_activation": clip.activation,
-        "per_class_top1": {key: None if acc != acc else 100.0 * acc
-                           for key, acc in zip(dataset_tree.keys, per_class.tolist())},
+        "per_class_top1": {
+            key: None if acc != acc else 100.0 * acc for key, acc in zip(dataset_tree.keys, per_class.tolist())
+        },
     }
-    print(f"{clip.name} + {described} on {args.data}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-          f"mean per class {result['mean_per_class']:.2f}%  ({result['images']} images, {result['classes']} classes"
-          + (f", {len(skipped)} unreadable images skipped" if skipped else "") + ")")
+    print(
+        f"{clip.name} + {described} on {args.data}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+        f"mean per class {result['mean_per_class']:.2f}%  ({result['images']} images, {result['classes']} classes"
+        + (f", {len(skipped)} unreadable images skipped" if skipped else "")
+        + ")"
+    )
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable images, e.g. {skipped[:3]}", file=sys.stderr)
     if args.out:

@@ -8,15 +8,16 @@ name itself (``_`` read as a space) for any other tree.
 Unreadable images never stop a run: datasets built here yield a ``Skipped`` record instead, the collate function
 drops it from the batch and reports the path, and the caller counts and reports them.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -44,12 +45,13 @@ def class_folders(root: str | os.PathLike) -> list[str]:
 def list_images(folder: str | os.PathLike) -> list[str]:
     """Sorted file names of the images directly inside ``folder`` (by extension, case-insensitive)."""
     return sorted(
-        entry.name for entry in os.scandir(folder)
+        entry.name
+        for entry in os.scandir(folder)
         if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS) and not entry.name.startswith(".")
     )
 
 
-def read_class_mapping(path: str | os.PathLike, keys: Sequence[str] = ()) -> Optional[dict[str, str]]:
+def read_class_mapping(path: str | os.PathLike, keys: Sequence[str] = ()) -> dict[str, str] | None:
     """``{folder: name}`` from a JSON object, ``key<TAB>name`` lines, or ``key<space>name`` lines whose first field is
     one of the class folders ``keys`` (ImageNet's ``LOC_synset_mapping.txt``: ``n01440764 tench, Tinca tinca``);
     ``None`` if the file is a plain list of names.
@@ -74,15 +76,17 @@ def read_class_mapping(path: str | os.PathLike, keys: Sequence[str] = ()) -> Opt
         return {key: name.strip() for key, name in fields}
     if any(keyed):
         bad = lines[keyed.index(False)]
-        raise VocabularyError(f"{path}: some lines start with a class folder and some do not, e.g. {bad!r}; give "
-                              "'folder name' (or folder<TAB>name) lines for every class, or a plain list of names")
+        raise VocabularyError(
+            f"{path}: some lines start with a class folder and some do not, e.g. {bad!r}; give "
+            "'folder name' (or folder<TAB>name) lines for every class, or a plain list of names"
+        )
     return None
 
 
 def class_names(
     keys: Sequence[str],
-    vocabulary: Optional[Vocabulary] = None,
-    names_file: Optional[str | os.PathLike] = None,
+    vocabulary: Vocabulary | None = None,
+    names_file: str | os.PathLike | None = None,
     allow_unnamed: bool = False,
 ) -> list[str]:
     """The prompt name of each class folder in ``keys`` (see the module docstring for the rules).
@@ -92,7 +96,7 @@ def class_names(
             length than the number of folders. With ``allow_unnamed`` an unnamed folder is named by its own key,
             with a warning, instead.
     """
-    mapping: Optional[dict[str, str]] = None
+    mapping: dict[str, str] | None = None
     source = "the folder names"
     if names_file is not None:
         mapping = read_class_mapping(names_file, keys)
@@ -100,9 +104,11 @@ def class_names(
         if mapping is None:
             names = read_names_file(names_file)
             if len(names) != len(keys):
-                raise VocabularyError(f"{names_file} lists {len(names)} names but there are {len(keys)} class "
-                                      "folders; give one name per folder (in sorted folder order) or key<TAB>name "
-                                      "lines")
+                raise VocabularyError(
+                    f"{names_file} lists {len(names)} names but there are {len(keys)} class "
+                    "folders; give one name per folder (in sorted folder order) or key<TAB>name "
+                    "lines"
+                )
             return [name.strip() for name in names]
     elif vocabulary is not None:
         source = f"vocabulary {vocabulary.name!r}"
@@ -117,16 +123,19 @@ def class_names(
 
     missing = [key for key in keys if not mapping.get(key)]
     if missing:
-        message = (f"{len(missing)} of {len(keys)} class folders have no name in {source}, e.g. "
-                   f"{', '.join(missing[:10])}")
+        message = (
+            f"{len(missing)} of {len(keys)} class folders have no name in {source}, e.g. {', '.join(missing[:10])}"
+        )
         if not allow_unnamed:
-            raise VocabularyError(message + "; give a names file with key<TAB>name lines, or allow falling back to "
-                                            "the folder name (--allow-unnamed)")
-        warnings.warn(message + "; using the folder names for them")
+            raise VocabularyError(
+                message + "; give a names file with key<TAB>name lines, or allow falling back to "
+                "the folder name (--allow-unnamed)"
+            )
+        warnings.warn(message + "; using the folder names for them", stacklevel=2)
     return [mapping.get(key) or key for key in keys]
 
 
-def load_rgb(path: str | os.PathLike) -> Optional[Image.Image]:
+def load_rgb(path: str | os.PathLike) -> Image.Image | None:
     """The image at ``path`` decoded as RGB, or ``None`` if it cannot be read."""
     try:
         with Image.open(path) as image:
@@ -208,10 +217,10 @@ class ImageFolder:
     def scan(
         cls,
         root: str | os.PathLike,
-        vocabulary: Optional[Vocabulary] = None,
-        names_file: Optional[str | os.PathLike] = None,
+        vocabulary: Vocabulary | None = None,
+        names_file: str | os.PathLike | None = None,
         allow_unnamed: bool = False,
-    ) -> "ImageFolder":
+    ) -> ImageFolder:
         root = Path(root)
         keys = class_folders(root)
         names = class_names(keys, vocabulary, names_file, allow_unnamed)

@@ -1,9 +1,10 @@
 """Zero-shot image classification: class-name prompts through CLIP's text tower, images through its image tower,
 cosine similarity, and top-1 / top-5 / mean per-class accuracy."""
+
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,10 @@ from .image_folder import Batch
 def text_classifier(
     clip: LoadedClip,
     names: Sequence[str],
-    prompt: Optional[str | os.PathLike | Prompt] = None,
-    hard_prompt: Optional[str] = None,
-    templates: Optional[str] = None,
-    cache: Optional[EmbeddingCache] = None,
+    prompt: str | os.PathLike | Prompt | None = None,
+    hard_prompt: str | None = None,
+    templates: str | None = None,
+    cache: EmbeddingCache | None = None,
     batch_size: int = 4096,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -51,7 +52,7 @@ def model_dtype(module: nn.Module) -> torch.dtype:
 
 @torch.no_grad()
 def image_features(
-    model: nn.Module, images: torch.Tensor, encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    model: nn.Module, images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
 ) -> torch.Tensor:
     """L2-normalised image features ``[N, D]`` float32 of normalised images ``[N, 3, H, W]`` (any float dtype).
 
@@ -119,7 +120,7 @@ def evaluate(
     text_features: torch.Tensor,
     batches: Iterable[Batch],
     progress: bool = False,
-    total: Optional[int] = None,
+    total: int | None = None,
 ) -> tuple[AccuracyCounts, list[str]]:
     """Classify every image of ``batches`` (CLIP-preprocessed) against ``text_features`` ``[C, D]`` (normalised).
 

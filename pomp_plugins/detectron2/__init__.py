@@ -6,6 +6,7 @@ Importing this package registers (under names of its own, Detic's being ``DETIC_
 (BACKBONE_REGISTRY); importing ``centernet`` (CenterNet2) registers the ``CenterNet`` proposal generator.
 Imports the prompt core, detectron2, centernet and timm only.
 """
+
 from .backbone import build_pomp_p67_timm_fpn_backbone, build_pomp_swin_fpn_backbone
 from .config import DETIC_NAMES, PompConfigError, add_pomp_config, use_pomp_names
 from .data import (
@@ -34,11 +35,35 @@ from .vocabulary import (
 from .zero_shot import ZeroShotBoxClassifier
 
 __all__ = [
-    "build_pomp_p67_timm_fpn_backbone", "build_pomp_swin_fpn_backbone", "DETIC_NAMES", "PompConfigError",
-    "add_pomp_config", "use_pomp_names", "DATASET_FORMATS", "DatasetFormatError", "class_metadata",
-    "register_dataset", "register_datasets_from_config", "LVISEvaluatorNumpyCompat", "build_evaluator",
-    "check_test_classes", "ZeroShotFastRCNNOutputLayers", "load_class_freq", "DatasetRatioSampler",
-    "build_train_loader", "PompRCNN", "PompCascadeROIHeads", "PompRes5ROIHeads", "PompStandardROIHeads",
-    "config_class_embeddings", "config_metadata", "config_test_embeddings", "parse_vocabulary",
-    "set_class_embeddings", "set_test_classifier", "set_vocabulary", "vocabulary_metadata", "ZeroShotBoxClassifier",
+    "build_pomp_p67_timm_fpn_backbone",
+    "build_pomp_swin_fpn_backbone",
+    "DETIC_NAMES",
+    "PompConfigError",
+    "add_pomp_config",
+    "use_pomp_names",
+    "DATASET_FORMATS",
+    "DatasetFormatError",
+    "class_metadata",
+    "register_dataset",
+    "register_datasets_from_config",
+    "LVISEvaluatorNumpyCompat",
+    "build_evaluator",
+    "check_test_classes",
+    "ZeroShotFastRCNNOutputLayers",
+    "load_class_freq",
+    "DatasetRatioSampler",
+    "build_train_loader",
+    "PompRCNN",
+    "PompCascadeROIHeads",
+    "PompRes5ROIHeads",
+    "PompStandardROIHeads",
+    "config_class_embeddings",
+    "config_metadata",
+    "config_test_embeddings",
+    "parse_vocabulary",
+    "set_class_embeddings",
+    "set_test_classifier",
+    "set_vocabulary",
+    "vocabulary_metadata",
+    "ZeroShotBoxClassifier",
 ]

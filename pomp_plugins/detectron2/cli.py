@@ -1,4 +1,5 @@
 """What the detectron2 tools report as a user's mistake (one ``error:`` line, exit status 2) instead of a trace."""
+
 from __future__ import annotations
 
 from functools import partial

@@ -6,6 +6,7 @@ A Detic config merges unchanged; what it builds depends only on the registered n
 ``CustomRCNN`` etc., see ``DETIC_NAMES``) and on ``MODEL.POMP.VOCABULARY`` (set: the classifier is the POMP prompt's
 embeddings of those names; empty: Detic's ``MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH`` .npy).
 """
+
 from __future__ import annotations
 
 from centernet.config import add_centernet_config

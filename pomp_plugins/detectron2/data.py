@@ -19,13 +19,13 @@ Federated-loss class frequencies come from Detic's cat-info json (``MODEL.ROI_BO
 ``{"id", "image_count", ...}`` counted over the full training set (``write_cat_info``, ``python -m
 pomp_plugins.detectron2.cat_info``), read by ``load_class_freq``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 from collections import defaultdict
-from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -52,8 +52,7 @@ def _read_json(path: str, keys: tuple[str, ...]) -> dict:
     missing = [k for k in keys if k not in data] if isinstance(data, dict) else list(keys)
     if missing:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise DatasetFormatError(f"{path}: expected a json object with {list(keys)}, missing {missing} "
-                                 f"(found {found})")
+        raise DatasetFormatError(f"{path}: expected a json object with {list(keys)}, missing {missing} (found {found})")
     return data
 
 
@@ -81,13 +80,14 @@ def _image_file(image_root: str, image: dict, path: str) -> str:
     raise DatasetFormatError(f"{path}: image {image.get('id')} has neither 'file_name' nor 'coco_url'")
 
 
-def _set_metadata(dataset_name: Optional[str], meta: dict) -> None:
+def _set_metadata(dataset_name: str | None, meta: dict) -> None:
     if dataset_name is not None:
         MetadataCatalog.get(dataset_name).set(**meta)
 
 
-def load_lvis_format_json(json_file: str, image_root: str, dataset_name: Optional[str] = None,
-                          remove_rare: bool = False) -> list[dict]:
+def load_lvis_format_json(
+    json_file: str, image_root: str, dataset_name: str | None = None, remove_rare: bool = False
+) -> list[dict]:
     """Dataset dicts (detectron2's format, contiguous category ids) of an LVIS-format json.
 
     ``remove_rare`` drops the annotations of rare classes. Annotations without a ``segmentation`` are kept as
@@ -128,7 +128,7 @@ def load_lvis_format_json(json_file: str, image_root: str, dataset_name: Optiona
     ]
 
 
-def load_image_labels_json(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> list[dict]:
+def load_image_labels_json(json_file: str, image_root: str, dataset_name: str | None = None) -> list[dict]:
     """Dataset dicts of image-labelled images: ``pos_category_ids`` holds the image's labels as contiguous class
     indices (the json's categories sorted by id), ``annotations`` is empty (Detic's ``custom_load_lvis_json``)."""
     data = _read_json(json_file, ("images", "categories"))
@@ -139,15 +139,25 @@ def load_image_labels_json(json_file: str, image_root: str, dataset_name: Option
     for image in sorted(data["images"], key=lambda i: i["id"]):
         missing = [k for k in ("file_name", "height", "width", "pos_category_ids") if k not in image]
         if missing:
-            raise DatasetFormatError(f"{json_file}: image {image.get('id')} lacks {missing}; image-labels images "
-                                     "need file_name, height, width and pos_category_ids")
+            raise DatasetFormatError(
+                f"{json_file}: image {image.get('id')} lacks {missing}; image-labels images "
+                "need file_name, height, width and pos_category_ids"
+            )
         unknown = [c for c in image["pos_category_ids"] if c not in id_map]
         if unknown:
-            raise DatasetFormatError(f"{json_file}: image {image.get('id')} has pos_category_ids {unknown} that are "
-                                     "not among its categories")
-        records.append({"file_name": os.path.join(image_root, image["file_name"]), "height": image["height"],
-                        "width": image["width"], "image_id": image["id"],
-                        "pos_category_ids": [id_map[c] for c in image["pos_category_ids"]], "annotations": []})
+            raise DatasetFormatError(
+                f"{json_file}: image {image.get('id')} has pos_category_ids {unknown} that are not among its categories"
+            )
+        records.append(
+            {
+                "file_name": os.path.join(image_root, image["file_name"]),
+                "height": image["height"],
+                "width": image["width"],
+                "image_id": image["id"],
+                "pos_category_ids": [id_map[c] for c in image["pos_category_ids"]],
+                "annotations": [],
+            }
+        )
     return records
 
 
@@ -174,8 +184,9 @@ def register_datasets_from_config(cfg: CfgNode) -> list[str]:
     for name, entry in cfg.DATASETS.REGISTER.items():
         missing = [k for k in ("FORMAT", "JSON", "IMAGE_ROOT") if k not in entry]
         if missing:
-            raise PompConfigError(f"DATASETS.REGISTER.{name} lacks {missing}; each entry needs FORMAT, JSON and "
-                                  "IMAGE_ROOT")
+            raise PompConfigError(
+                f"DATASETS.REGISTER.{name} lacks {missing}; each entry needs FORMAT, JSON and IMAGE_ROOT"
+            )
         register_dataset(name, entry.FORMAT, entry.JSON, entry.IMAGE_ROOT)
     return list(cfg.DATASETS.REGISTER.keys())
 
@@ -215,13 +226,16 @@ def load_class_freq(path: str, power: float) -> torch.Tensor:
     """Per-class weights ``[C]`` (float32) from a cat-info json: ``image_count ** power``, classes sorted by id
     (Detic's ``load_class_freq``; ``power`` is ``FED_LOSS_FREQ_WEIGHT``)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"class frequency file {path!r} (MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH) does not exist; "
-                                "write it from the training json with `python -m pomp_plugins.detectron2.cat_info "
-                                "TRAIN.json -o OUT.json`")
+        raise FileNotFoundError(
+            f"class frequency file {path!r} (MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH) does not exist; "
+            "write it from the training json with `python -m pomp_plugins.detectron2.cat_info "
+            "TRAIN.json -o OUT.json`"
+        )
     with open(path) as f:
         info = json.load(f)
     if not isinstance(info, list) or not all(isinstance(c, dict) and {"id", "image_count"} <= c.keys() for c in info):
-        raise DatasetFormatError(f"{path}: expected Detic's cat-info format, a json list of "
-                                 '{"id": ..., "image_count": ...} objects')
+        raise DatasetFormatError(
+            f'{path}: expected Detic\'s cat-info format, a json list of {{"id": ..., "image_count": ...}} objects'
+        )
     counts = torch.tensor([c["image_count"] for c in sorted(info, key=lambda c: c["id"])])
     return counts.float() ** power

@@ -1,10 +1,11 @@
 """Evaluators: detectron2's ``LVISEvaluator`` (AP, APr/APc/APf) and ``COCOEvaluator``, chosen by dataset, and
 Detic's open-vocabulary COCO one (AP50 of the 48 seen and the 17 unseen classes as well)."""
+
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 from detectron2.config import CfgNode
@@ -38,13 +39,75 @@ class LVISEvaluatorNumpyCompat(LVISEvaluator):
 
 #: The open-vocabulary COCO split (Bansal et al. 2018, Detic's ``coco_zeroshot``): the 17 unseen classes; the
 #: 48 seen ones are ``OV_COCO_SEEN``; the other 15 COCO classes are in neither.
-OV_COCO_UNSEEN = ("airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard", "skateboard",
-                  "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors")
-OV_COCO_SEEN = ("person", "bicycle", "car", "motorcycle", "train", "truck", "boat", "bench", "bird", "horse", "sheep",
-                "bear", "zebra", "giraffe", "backpack", "handbag", "suitcase", "frisbee", "skis", "kite", "surfboard",
-                "bottle", "fork", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot",
-                "pizza", "donut", "chair", "bed", "toilet", "tv", "laptop", "mouse", "remote", "microwave", "oven",
-                "toaster", "refrigerator", "book", "clock", "vase", "toothbrush")
+OV_COCO_UNSEEN = (
+    "airplane",
+    "bus",
+    "cat",
+    "dog",
+    "cow",
+    "elephant",
+    "umbrella",
+    "tie",
+    "snowboard",
+    "skateboard",
+    "cup",
+    "knife",
+    "cake",
+    "couch",
+    "keyboard",
+    "sink",
+    "scissors",
+)
+OV_COCO_SEEN = (
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "train",
+    "truck",
+    "boat",
+    "bench",
+    "bird",
+    "horse",
+    "sheep",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "handbag",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "kite",
+    "surfboard",
+    "bottle",
+    "fork",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "pizza",
+    "donut",
+    "chair",
+    "bed",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "microwave",
+    "oven",
+    "toaster",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "toothbrush",
+)
 #: Detic evaluates this dataset (the generalized zero-shot COCO val) with the seen/unseen AP50.
 OV_COCO_TEST = "coco_generalized_zeroshot_val"
 
@@ -70,18 +133,20 @@ class OpenVocabularyCOCOEvaluator(COCOEvaluator):
         return results
 
 
-def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
     """LVIS evaluation for LVIS-format datasets, COCO evaluation for COCO ones (by ``evaluator_type``)."""
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if kind == "lvis":
-        return LVISEvaluatorNumpyCompat(dataset_name, output_dir=output_folder,
-                                        max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        return LVISEvaluatorNumpyCompat(
+            dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+        )
     if kind == "coco":
         evaluator = OpenVocabularyCOCOEvaluator if dataset_name == OV_COCO_TEST else COCOEvaluator
         return evaluator(dataset_name, output_dir=output_folder)  # COCO's own 100 detections per image
-    raise PompConfigError(f"no evaluator for dataset {dataset_name!r} (evaluator_type {kind!r}); register it with "
-                          "format lvis or coco")
+    raise PompConfigError(
+        f"no evaluator for dataset {dataset_name!r} (evaluator_type {kind!r}); register it with format lvis or coco"
+    )
 
 
 def check_test_classes(cfg: CfgNode, dataset_name: str) -> None:
@@ -90,7 +155,9 @@ def check_test_classes(cfg: CfgNode, dataset_name: str) -> None:
     index = list(cfg.DATASETS.TEST).index(dataset_name) if dataset_name in cfg.DATASETS.TEST else None
     expected = config_num_classes(cfg, test=True, dataset_index=index)
     if classes is not None and len(classes) != expected:
-        raise PompConfigError(f"dataset {dataset_name!r} has {len(classes)} classes but the inference vocabulary "
-                              f"has {expected}; set MODEL.POMP.TEST_VOCABULARY (or, per test set with "
-                              "MODEL.RESET_CLS_TESTS, MODEL.POMP.TEST_VOCABULARIES) to the dataset's classes in its "
-                              "order, e.g. train_net.py --test-vocabulary coco")
+        raise PompConfigError(
+            f"dataset {dataset_name!r} has {len(classes)} classes but the inference vocabulary "
+            f"has {expected}; set MODEL.POMP.TEST_VOCABULARY (or, per test set with "
+            "MODEL.RESET_CLS_TESTS, MODEL.POMP.TEST_VOCABULARIES) to the dataset's classes in its "
+            "order, e.g. train_net.py --test-vocabulary coco"
+        )

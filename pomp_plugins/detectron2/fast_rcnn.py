@@ -5,12 +5,13 @@ and ``bbox_pred`` a class-agnostic MLP (``bbox_pred.0``: Linear(d, d), ReLU, ``b
 With ``USE_FED_LOSS`` or ``IGNORE_ZERO_CATS`` it holds ``freq_weight`` ``[C]``: per-class image counts of the full
 training set (``CAT_FREQ_PATH``) to the power ``FED_LOSS_FREQ_WEIGHT``.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -33,8 +34,9 @@ from .zero_shot import ZeroShotBoxClassifier
 logger = logging.getLogger("detectron2.pomp_plugins")  # shown by detectron2's tools
 
 
-def fed_loss_classes(gt_classes: torch.Tensor, num_sample_cats: int, num_classes: int,
-                     weight: torch.Tensor) -> torch.Tensor:
+def fed_loss_classes(
+    gt_classes: torch.Tensor, num_sample_cats: int, num_classes: int, weight: torch.Tensor
+) -> torch.Tensor:
     """The classes of the federated loss: those in ``gt_classes`` plus negatives drawn without replacement with
     probability ``weight`` until ``num_sample_cats`` (Detic's ``get_fed_loss_inds``; draws from torch's RNG)."""
     appeared = torch.unique(gt_classes)
@@ -57,13 +59,13 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
         self,
         input_shape: ShapeSpec,
         *,
-        cls_score: Optional[ZeroShotBoxClassifier] = None,
+        cls_score: ZeroShotBoxClassifier | None = None,
         mult_proposal_score: bool = False,
         use_sigmoid_ce: bool = False,
         use_fed_loss: bool = False,
         ignore_zero_cats: bool = False,
         fed_loss_num_cat: int = 50,
-        freq_weight: Optional[torch.Tensor] = None,
+        freq_weight: torch.Tensor | None = None,
         image_loss_weight: float = 0.1,
         softmax_weak_loss: bool = False,
         prior_prob: float = 0.01,
@@ -89,8 +91,9 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
         if use_fed_loss or ignore_zero_cats:
             if freq_weight is None:
-                raise PompConfigError("USE_FED_LOSS / IGNORE_ZERO_CATS need the class weights of "
-                                      "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH")
+                raise PompConfigError(
+                    "USE_FED_LOSS / IGNORE_ZERO_CATS need the class weights of MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH"
+                )
             if len(freq_weight) < self.num_classes:
                 freq_weight = torch.cat([freq_weight, freq_weight.new_zeros(self.num_classes - len(freq_weight))])
             self.register_buffer("freq_weight", freq_weight)
@@ -99,14 +102,15 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
         if cls_score is not None:
             input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
             self.cls_score = cls_score
-            self.bbox_pred = nn.Sequential(nn.Linear(input_size, input_size), nn.ReLU(inplace=True),
-                                           nn.Linear(input_size, 4))
+            self.bbox_pred = nn.Sequential(
+                nn.Linear(input_size, input_size), nn.ReLU(inplace=True), nn.Linear(input_size, 4)
+            )
             weight_init.c2_xavier_fill(self.bbox_pred[0])
             nn.init.normal_(self.bbox_pred[-1].weight, std=0.001)
             nn.init.constant_(self.bbox_pred[-1].bias, 0)
 
     @classmethod
-    def from_config(cls, cfg, input_shape, class_embeddings: Optional[torch.Tensor] = None):
+    def from_config(cls, cfg, input_shape, class_embeddings: torch.Tensor | None = None):
         """``class_embeddings``: ``[C, D]`` training-class embeddings (``vocabulary.config_class_embeddings``);
         ``None`` reads them from ``cfg`` (only with ``USE_ZEROSHOT_CLS``; ``None`` there too means Detic's learned
         "rand" classifier)."""
@@ -127,8 +131,10 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             if os.path.isfile(box.CAT_FREQ_PATH):
                 ret["freq_weight"] = load_class_freq(box.CAT_FREQ_PATH, box.FED_LOSS_FREQ_WEIGHT)
             else:  # inference needs no weights (a checkpoint brings Detic's); training raises in the loss
-                logger.warning(f"MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH {box.CAT_FREQ_PATH!r} does not exist: the "
-                               "federated-loss weights are zeros until a checkpoint brings them")
+                logger.warning(
+                    f"MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH {box.CAT_FREQ_PATH!r} does not exist: the "
+                    "federated-loss weights are zeros until a checkpoint brings them"
+                )
                 ret["freq_weight"] = torch.zeros(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         if box.USE_ZEROSHOT_CLS:
             if class_embeddings is None:
@@ -136,8 +142,12 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             ret["cls_score"] = ZeroShotBoxClassifier(
                 input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1),
                 class_embeddings,
-                dim=box.ZEROSHOT_WEIGHT_DIM, num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-                norm_weight=box.NORM_WEIGHT, norm_temperature=box.NORM_TEMP, use_bias=box.USE_BIAS)
+                dim=box.ZEROSHOT_WEIGHT_DIM,
+                num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+                norm_weight=box.NORM_WEIGHT,
+                norm_temperature=box.NORM_TEMP,
+                use_bias=box.USE_BIAS,
+            )
         return ret
 
     @property
@@ -169,13 +179,17 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             loss_cls = self.sigmoid_cross_entropy_loss(scores, gt_classes)
         else:
             loss_cls = self.softmax_cross_entropy_loss(scores, gt_classes)
-        return {"loss_cls": loss_cls,
-                "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes)}
+        return {
+            "loss_cls": loss_cls,
+            "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes),
+        }
 
     def _check_freq_weight(self) -> None:
         if float(self.freq_weight.sum()) <= 0:
-            raise PompConfigError("the federated-loss weights (freq_weight) are all zero: set "
-                                  "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH to the training set's cat-info json")
+            raise PompConfigError(
+                "the federated-loss weights (freq_weight) are all zero: set "
+                "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH to the training set's cat-info json"
+            )
 
     def _fed_loss_classes(self, gt_classes: torch.Tensor, num_classes: int) -> torch.Tensor:
         self._check_freq_weight()
@@ -213,8 +227,9 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             weight[num_classes] = 1.0
         return F.cross_entropy(pred_class_logits, gt_classes, weight=weight, reduction="mean")
 
-    def image_label_losses(self, predictions, proposals: list[Instances],
-                           image_labels: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    def image_label_losses(
+        self, predictions, proposals: list[Instances], image_labels: Sequence[Sequence[int]]
+    ) -> dict[str, torch.Tensor]:
         """Detic's max-size loss: for each label of an image, sigmoid BCE (over all ``C + 1`` outputs) of the
         image's largest proposal (the last proposal excluded, as Detic) against that label; averaged over the
         image's labels, then over the images, times ``IMAGE_LOSS_WEIGHT``.
@@ -232,16 +247,20 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
             ind = sizes[:-1].argmax().item() if len(sizes) > 1 else 0
             for label in labels:
                 if self.softmax_weak_loss:
-                    loss_i = F.cross_entropy(score[ind:ind + 1], score.new_tensor([label], dtype=torch.long),
-                                             reduction="sum")
+                    loss_i = F.cross_entropy(
+                        score[ind : ind + 1], score.new_tensor([label], dtype=torch.long), reduction="sum"
+                    )
                 else:
                     target = score.new_zeros(score.shape[1])
                     target[label] = 1.0
                     loss_i = F.binary_cross_entropy_with_logits(score[ind], target, reduction="sum")
                 loss = loss + loss_i / len(labels)
         loss = loss / len(per_image)
-        return {"image_loss": loss * self.image_loss_weight, "loss_cls": scores.sum() * 0.0,
-                "loss_box_reg": deltas.sum() * 0.0}
+        return {
+            "image_loss": loss * self.image_loss_weight,
+            "loss_cls": scores.sum() * 0.0,
+            "loss_box_reg": deltas.sum() * 0.0,
+        }
 
     # --- inference -----------------------------------------------------------------------------------------------
     def predict_probs(self, predictions, proposals: list[Instances]):
@@ -257,8 +276,14 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
         scores = self.predict_probs(predictions, proposals)
         if self.mult_proposal_score:
             scores = [(s * p.objectness_logits[:, None]) ** 0.5 for s, p in zip(scores, proposals)]
-        return fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], self.test_score_thresh,
-                                   self.test_nms_thresh, self.test_topk_per_image)
+        return fast_rcnn_inference(
+            boxes,
+            scores,
+            [p.image_size for p in proposals],
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_topk_per_image,
+        )
 
 
 def _check_supported(cfg) -> None:
@@ -275,5 +300,7 @@ def _check_supported(cfg) -> None:
     }
     bad = [key for key, on in unsupported.items() if on]
     if bad:
-        raise PompConfigError(f"not implemented by pomp_plugins (Detic's caption, WSDDN and 21K-class options): "
-                              f"{', '.join(bad)}; only IMAGE_LABEL_LOSS 'max_size' is")
+        raise PompConfigError(
+            f"not implemented by pomp_plugins (Detic's caption, WSDDN and 21K-class options): "
+            f"{', '.join(bad)}; only IMAGE_LABEL_LOSS 'max_size' is"
+        )

@@ -8,7 +8,8 @@ With ``DATALOADER.SAMPLER_TRAIN: MultiDatasetSampler`` (Detic's recipe for box +
   frequency for image-labelled ones).
 - ``MultiDatasetMapper`` maps each image with its dataset's own augmentation (``USE_DIFF_BS_SIZE``:
   ``EfficientDetResizeCrop(DATASET_INPUT_SIZE[i], DATASET_INPUT_SCALE[i])`` or
-  ``ResizeShortestEdge(DATASET_MIN_SIZES[i], DATASET_MAX_SIZES[i])``) and, with ``WITH_IMAGE_LABELS``, adds ``ann_type`` (``DATASET_ANN[i]``) and
+  ``ResizeShortestEdge(DATASET_MIN_SIZES[i], DATASET_MAX_SIZES[i])``) and, with ``WITH_IMAGE_LABELS``, adds
+  ``ann_type`` (``DATASET_ANN[i]``) and
   ``pos_category_ids`` (contiguous class indices) as Detic's ``CustomDatasetMapper`` does.
 - ``MultiDatasetBatches`` (``MULTI_DATASET_GROUPING``) fills one bucket per (dataset, landscape/portrait) and emits a
   bucket when it holds ``DATASET_BS[i]`` images (``USE_DIFF_BS_SIZE``) or ``IMS_PER_BATCH / world size``.
@@ -16,13 +17,14 @@ With ``DATALOADER.SAMPLER_TRAIN: MultiDatasetSampler`` (Detic's recipe for box +
 So with Detic's ``DATASET_RATIO [1, 4]`` and ``DATASET_BS [8, 32]`` a box batch and an image-label batch are each
 completed once every 40 images on average: 1:1 iterations, every batch of one dataset.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import operator
 from collections import defaultdict
-from typing import Iterable, Iterator, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from centernet.data.custom_build_augmentation import build_custom_augmentation
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 ANN_TYPES = ("box", "image")
 
+
 def repeat_factors_from_tag_frequency(dataset_dicts: Sequence[dict], repeat_thresh: float) -> torch.Tensor:
     """LVIS repeat factors ``[N]`` (float32) of image-labelled images, with each image's ``pos_category_ids`` as its
     categories: ``r(c) = max(1, sqrt(t / f(c)))``, ``f(c)`` the fraction of images tagged ``c``; an image's factor is
@@ -56,15 +59,18 @@ def repeat_factors_from_tag_frequency(dataset_dicts: Sequence[dict], repeat_thre
         for c in set(d["pos_category_ids"]):
             images_with[c] += 1
     rep = {c: max(1.0, math.sqrt(repeat_thresh / (n / len(dataset_dicts)))) for c, n in images_with.items()}
-    return torch.tensor([max((rep[c] for c in d["pos_category_ids"]), default=1.0) for d in dataset_dicts],
-                        dtype=torch.float32)
+    return torch.tensor(
+        [max((rep[c] for c in d["pos_category_ids"]), default=1.0) for d in dataset_dicts], dtype=torch.float32
+    )
 
 
 def _per_dataset(cfg: CfgNode, key: str, count: int) -> list:
     values = list(cfg.DATALOADER[key])
     if len(values) != count:
-        raise PompConfigError(f"DATALOADER.{key} has {len(values)} entries for {count} training datasets "
-                              f"{list(cfg.DATASETS.TRAIN)}; give one per dataset")
+        raise PompConfigError(
+            f"DATALOADER.{key} has {len(values)} entries for {count} training datasets "
+            f"{list(cfg.DATASETS.TRAIN)}; give one per dataset"
+        )
     return values
 
 
@@ -77,7 +83,7 @@ class DatasetRatioSampler(MultiDatasetSampler):
     Same seed, same dataset dicts: the same index stream as Detic's sampler.
     """
 
-    def __init__(self, cfg: CfgNode, dataset_dicts: Sequence[dict], seed: Optional[int] = None):
+    def __init__(self, cfg: CfgNode, dataset_dicts: Sequence[dict], seed: int | None = None):
         """
         Args:
             cfg: reads ``DATALOADER.{DATASET_RATIO, USE_RFS, DATASET_ANN, REPEAT_THRESHOLD}``.
@@ -89,22 +95,27 @@ class DatasetRatioSampler(MultiDatasetSampler):
         sources = [d["dataset_source"] for d in dataset_dicts]
         sizes = [sources.count(i) for i in range(count)]
         if sources != sorted(sources) or 0 in sizes:
-            raise PompConfigError(f"DatasetRatioSampler needs the images of {count} non-empty datasets in dataset "
-                                  f"order; dataset sizes {sizes}")
+            raise PompConfigError(
+                f"DatasetRatioSampler needs the images of {count} non-empty datasets in dataset "
+                f"order; dataset sizes {sizes}"
+            )
         if min(cfg.DATALOADER.DATASET_RATIO) < 0 or sum(cfg.DATALOADER.DATASET_RATIO) <= 0:
-            raise PompConfigError(f"DATALOADER.DATASET_RATIO must be non-negative with a positive sum, got "
-                                  f"{list(cfg.DATALOADER.DATASET_RATIO)}")
+            raise PompConfigError(
+                f"DATALOADER.DATASET_RATIO must be non-negative with a positive sum, got "
+                f"{list(cfg.DATALOADER.DATASET_RATIO)}"
+            )
         use_rfs = _per_dataset(cfg, "USE_RFS", count)
         dataset_ann = _per_dataset(cfg, "DATASET_ANN", count)
         super().__init__(cfg, sizes, dataset_dicts, seed)
         factors, start = [], 0
         for size, rfs, ann in zip(sizes, use_rfs, dataset_ann):
-            dicts = dataset_dicts[start:start + size]
+            dicts = dataset_dicts[start : start + size]
             if not rfs:
                 factor = torch.ones(size)
             elif ann == "box":
                 factor = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
-                    dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
+                    dicts, cfg.DATALOADER.REPEAT_THRESHOLD
+                )
             else:
                 factor = repeat_factors_from_tag_frequency(dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
             factors.append(factor * (size / factor.sum()) if rfs else factor)
@@ -116,8 +127,9 @@ class DatasetRatioSampler(MultiDatasetSampler):
         generator = torch.Generator()
         generator.manual_seed(self._seed)
         while True:
-            yield from torch.multinomial(self.weights, self.sample_epoch_size, generator=generator,
-                                         replacement=True).tolist()
+            yield from torch.multinomial(
+                self.weights, self.sample_epoch_size, generator=generator, replacement=True
+            ).tolist()
 
 
 class MultiDatasetBatches(IterableDataset):
@@ -145,15 +157,17 @@ class MultiDatasetBatches(IterableDataset):
                 del bucket[:]
 
 
-def build_augmentation(cfg: CfgNode, is_train: bool) -> Optional[list]:
+def build_augmentation(cfg: CfgNode, is_train: bool) -> list | None:
     """``INPUT.CUSTOM_AUG``'s augmentations (centernet2's ``build_custom_augmentation``: ``EfficientDetResizeCrop``
     of ``TRAIN_SIZE``/``SCALE_RANGE`` in training, ``TEST_SIZE`` at scale 1 in testing; ``ResizeShortestEdge``;
     flips in training); ``None`` for ``CUSTOM_AUG: ""`` (detectron2's ``DatasetMapper`` defaults)."""
     if cfg.INPUT.CUSTOM_AUG == "":
         return None
     if cfg.INPUT.CUSTOM_AUG not in ("EfficientDetResizeCrop", "ResizeShortestEdge"):
-        raise PompConfigError(f"INPUT.CUSTOM_AUG {cfg.INPUT.CUSTOM_AUG!r} is not supported; use '', "
-                              "'EfficientDetResizeCrop' or 'ResizeShortestEdge'")
+        raise PompConfigError(
+            f"INPUT.CUSTOM_AUG {cfg.INPUT.CUSTOM_AUG!r} is not supported; use '', "
+            "'EfficientDetResizeCrop' or 'ResizeShortestEdge'"
+        )
     return build_custom_augmentation(cfg, is_train)
 
 
@@ -169,9 +183,11 @@ def _dataset_augmentation(cfg: CfgNode, index: int) -> list:
         cfg.INPUT.MIN_SIZE_TRAIN = tuple(_per_dataset(cfg, "DATASET_MIN_SIZES", count)[index])
         cfg.INPUT.MAX_SIZE_TRAIN = _per_dataset(cfg, "DATASET_MAX_SIZES", count)[index]
     else:
-        raise PompConfigError("DATALOADER.USE_DIFF_BS_SIZE needs INPUT.CUSTOM_AUG 'EfficientDetResizeCrop' "
-                              f"(DATASET_INPUT_SIZE/SCALE) or 'ResizeShortestEdge' (DATASET_MIN/MAX_SIZES), not "
-                              f"{cfg.INPUT.CUSTOM_AUG!r}")
+        raise PompConfigError(
+            "DATALOADER.USE_DIFF_BS_SIZE needs INPUT.CUSTOM_AUG 'EfficientDetResizeCrop' "
+            f"(DATASET_INPUT_SIZE/SCALE) or 'ResizeShortestEdge' (DATASET_MIN/MAX_SIZES), not "
+            f"{cfg.INPUT.CUSTOM_AUG!r}"
+        )
     return build_custom_augmentation(cfg, True)
 
 
@@ -182,8 +198,9 @@ class MultiDatasetMapper:
     ``instances``."""
 
     @configurable
-    def __init__(self, mappers: Sequence[DatasetMapper], *, with_ann_type: bool = False,
-                 dataset_ann: Sequence[str] = ()):
+    def __init__(
+        self, mappers: Sequence[DatasetMapper], *, with_ann_type: bool = False, dataset_ann: Sequence[str] = ()
+    ):
         """
         Args:
             mappers: one mapper for all images, or one per dataset (indexed by ``dataset_source``).
@@ -201,8 +218,11 @@ class MultiDatasetMapper:
             mappers = [DatasetMapper(cfg, True, augmentations=_dataset_augmentation(cfg, i)) for i in range(count)]
         else:
             augmentations = build_augmentation(cfg, is_train)
-            mappers = [DatasetMapper(cfg, is_train) if augmentations is None
-                       else DatasetMapper(cfg, is_train, augmentations=augmentations)]
+            mappers = [
+                DatasetMapper(cfg, is_train)
+                if augmentations is None
+                else DatasetMapper(cfg, is_train, augmentations=augmentations)
+            ]
         with_ann_type = is_train and cfg.WITH_IMAGE_LABELS
         dataset_ann = _per_dataset(cfg, "DATASET_ANN", count) if with_ann_type else []
         unknown = sorted(set(dataset_ann) - set(ANN_TYPES))
@@ -219,7 +239,7 @@ class MultiDatasetMapper:
         return mapped
 
 
-def build_test_mapper(cfg: CfgNode) -> Optional[DatasetMapper]:
+def build_test_mapper(cfg: CfgNode) -> DatasetMapper | None:
     """The test-time mapper of ``INPUT.TEST_INPUT_TYPE`` as in Detic: ``None`` (detectron2's default,
     ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``) for ``default``, else ``INPUT.CUSTOM_AUG`` at test time
     (``EfficientDetResizeCrop(TEST_SIZE)``, no random scale)."""
@@ -244,8 +264,10 @@ def annotation_types(cfg: CfgNode) -> list[str]:
     known = [n for n in names if MetadataCatalog.get(n).get("pomp_format") is not None]
     wrong = [n for n, ann in zip(names, dataset_ann) if n in known and (ann == "box") == (n in labelled)]
     if wrong:
-        raise PompConfigError(f"DATALOADER.DATASET_ANN {dataset_ann} does not match the datasets {names}: "
-                              f"{wrong} hold {'image labels' if wrong[0] in labelled else 'boxes'}")
+        raise PompConfigError(
+            f"DATALOADER.DATASET_ANN {dataset_ann} does not match the datasets {names}: "
+            f"{wrong} hold {'image labels' if wrong[0] in labelled else 'boxes'}"
+        )
     if dataset_ann[0] != "box":
         raise PompConfigError(f"the first training dataset defines the classes and must hold boxes ({names})")
     return dataset_ann
@@ -274,31 +296,46 @@ def build_train_loader(cfg: CfgNode) -> Iterable[list[dict]]:
     sampler_name = cfg.DATALOADER.SAMPLER_TRAIN
     grouped = sampler_name == "MultiDatasetSampler" and cfg.DATALOADER.MULTI_DATASET_GROUPING
     if any(ann != "box" for ann in annotation_types(cfg)) and not grouped:
-        raise PompConfigError("image-labelled training data needs DATALOADER.SAMPLER_TRAIN MultiDatasetSampler "
-                              "and DATALOADER.MULTI_DATASET_GROUPING True (every batch from one dataset)")
+        raise PompConfigError(
+            "image-labelled training data needs DATALOADER.SAMPLER_TRAIN MultiDatasetSampler "
+            "and DATALOADER.MULTI_DATASET_GROUPING True (every batch from one dataset)"
+        )
     mapper = MultiDatasetMapper(cfg, True)
     dicts = training_dataset_dicts(cfg)
     if sampler_name in ("TrainingSampler", "RepeatFactorTrainingSampler"):
         return build_detection_train_loader(cfg, dataset=dicts, mapper=mapper)
     if sampler_name != "MultiDatasetSampler":
-        raise PompConfigError(f"DATALOADER.SAMPLER_TRAIN {sampler_name!r} is not supported; use TrainingSampler, "
-                              "RepeatFactorTrainingSampler or MultiDatasetSampler")
+        raise PompConfigError(
+            f"DATALOADER.SAMPLER_TRAIN {sampler_name!r} is not supported; use TrainingSampler, "
+            "RepeatFactorTrainingSampler or MultiDatasetSampler"
+        )
     sampler = DatasetRatioSampler(cfg, dicts, seed=cfg.SEED if cfg.SEED >= 0 else None)
     dataset = MapDataset(DatasetFromList(dicts, copy=False), mapper)
     if not cfg.DATALOADER.MULTI_DATASET_GROUPING:
-        return build_batch_data_loader(dataset, sampler, cfg.SOLVER.IMS_PER_BATCH,
-                                       aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
-                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
+        return build_batch_data_loader(
+            dataset,
+            sampler,
+            cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
     world_size = comm.get_world_size()
     if cfg.DATALOADER.USE_DIFF_BS_SIZE:
         batch_sizes = _per_dataset(cfg, "DATASET_BS", len(cfg.DATASETS.TRAIN))
     else:
         if cfg.SOLVER.IMS_PER_BATCH % world_size:
-            raise PompConfigError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
-                                  f"{world_size} processes")
+            raise PompConfigError(
+                f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world_size} processes"
+            )
         batch_sizes = [cfg.SOLVER.IMS_PER_BATCH // world_size] * len(cfg.DATASETS.TRAIN)
-    logger.info(f"Multi-dataset loader: ratios {list(cfg.DATALOADER.DATASET_RATIO)}, images per batch per process "
-                f"{batch_sizes}")
-    images = DataLoader(dataset, sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                        collate_fn=operator.itemgetter(0), worker_init_fn=worker_init_reset_seed)  # one image each
+    logger.info(
+        f"Multi-dataset loader: ratios {list(cfg.DATALOADER.DATASET_RATIO)}, images per batch per process {batch_sizes}"
+    )
+    images = DataLoader(
+        dataset,
+        sampler=sampler,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=operator.itemgetter(0),
+        worker_init_fn=worker_init_reset_seed,
+    )  # one image each
     return MultiDatasetBatches(images, batch_sizes)

@@ -4,6 +4,7 @@ Training inputs are Detic's: every dict has ``instances`` (empty for an image-la
 ``WITH_IMAGE_LABELS`` also ``ann_type`` (``"box"`` or ``"image"``, one kind per batch) and ``pos_category_ids``
 (contiguous class indices of the image's labels); with ``MODEL.DATASET_LOSS_WEIGHT``, ``dataset_source``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,13 +29,19 @@ class PompRCNN(GeneralizedRCNN):
         if self.proposal_generator is None:
             raise PompConfigError("PompRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR.NAME)")
         if with_image_labels and not hasattr(self.roi_heads, "get_top_proposals"):
-            raise PompConfigError("WITH_IMAGE_LABELS needs MODEL.ROI_HEADS.NAME PompCascadeROIHeads, "
-                                  f"PompRes5ROIHeads or PompStandardROIHeads, not {type(self.roi_heads).__name__}")
+            raise PompConfigError(
+                "WITH_IMAGE_LABELS needs MODEL.ROI_HEADS.NAME PompCascadeROIHeads, "
+                f"PompRes5ROIHeads or PompStandardROIHeads, not {type(self.roi_heads).__name__}"
+            )
 
     @classmethod
     def from_config(cls, cfg):
-        return {**super().from_config(cfg), "with_image_labels": cfg.WITH_IMAGE_LABELS,
-                "dataset_loss_weight": cfg.MODEL.DATASET_LOSS_WEIGHT, "fp16": cfg.FP16}
+        return {
+            **super().from_config(cfg),
+            "with_image_labels": cfg.WITH_IMAGE_LABELS,
+            "dataset_loss_weight": cfg.MODEL.DATASET_LOSS_WEIGHT,
+            "fp16": cfg.FP16,
+        }
 
     def forward(self, batched_inputs: list[dict]):
         if not self.training:
@@ -48,8 +55,10 @@ class PompRCNN(GeneralizedRCNN):
                 inst._pos_category_ids = x["pos_category_ids"]
             ann_types = {x["ann_type"] for x in batched_inputs}
             if len(ann_types) != 1:
-                raise ValueError(f"a training batch mixes annotation types {sorted(ann_types)}; Detic's loader "
-                                 "groups images by dataset (DATALOADER.MULTI_DATASET_GROUPING)")
+                raise ValueError(
+                    f"a training batch mixes annotation types {sorted(ann_types)}; Detic's loader "
+                    "groups images by dataset (DATALOADER.MULTI_DATASET_GROUPING)"
+                )
             ann_type = ann_types.pop()
             if ann_type not in ("box", "image"):
                 raise PompConfigError(f"ann_type {ann_type!r} is not implemented (only 'box' and 'image')")

@@ -4,9 +4,8 @@
 All take ``ann_type`` (``"box"`` or ``"image"``) in training, as Detic's: image-labelled images are trained on their
 top ``WS_NUM_PROPS`` proposals with the max-size loss; their targets carry ``_pos_category_ids``.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from detectron2.config import configurable
@@ -33,7 +32,7 @@ def _without_fed_loss(cfg):
     return cfg
 
 
-def _class_embeddings(cfg) -> Optional[torch.Tensor]:
+def _class_embeddings(cfg) -> torch.Tensor | None:
     return config_class_embeddings(cfg) if cfg.MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS else None
 
 
@@ -81,7 +80,7 @@ class ZeroShotROIHeadsMixin:
     def embedding_dim(self) -> int:
         return self.box_predictors[0].cls_score.dim
 
-    def set_test_class_embeddings(self, class_embeddings: Optional[torch.Tensor]) -> None:
+    def set_test_class_embeddings(self, class_embeddings: torch.Tensor | None) -> None:
         """Predict the classes of ``class_embeddings`` ``[C', D]`` at inference in every stage (``None``: the
         training classes).
 
@@ -90,8 +89,9 @@ class ZeroShotROIHeadsMixin:
                 regression or masks are class-specific.
         """
         if not all(p.zero_shot for p in self.box_predictors):
-            raise PompConfigError("the box predictor has no zero-shot classifier: set "
-                                  "MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS True")
+            raise PompConfigError(
+                "the box predictor has no zero-shot classifier: set MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS True"
+            )
         if class_embeddings is not None and len(class_embeddings) != self.num_classes:
             self._check_class_agnostic(len(class_embeddings))
         for predictor in self.box_predictors:
@@ -99,12 +99,16 @@ class ZeroShotROIHeadsMixin:
 
     def _check_class_agnostic(self, num_test: int) -> None:
         if any(p.class_specific_regression for p in self.box_predictors):
-            raise PompConfigError(f"the inference vocabulary has {num_test} classes but the box regression is "
-                                  f"class-specific for {self.num_classes} classes")
+            raise PompConfigError(
+                f"the inference vocabulary has {num_test} classes but the box regression is "
+                f"class-specific for {self.num_classes} classes"
+            )
         if self.mask_on and getattr(getattr(self.mask_head, "predictor", None), "out_channels", 1) != 1:
-            raise PompConfigError(f"the inference vocabulary has {num_test} classes but the mask head is "
-                                  f"class-specific for {self.num_classes} classes; train with "
-                                  "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True to change the number of classes")
+            raise PompConfigError(
+                f"the inference vocabulary has {num_test} classes but the mask head is "
+                f"class-specific for {self.num_classes} classes; train with "
+                "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True to change the number of classes"
+            )
 
     def get_top_proposals(self, proposals: list[Instances]) -> list[Instances]:
         """The first ``WS_NUM_PROPS`` proposals of each image-labelled image, clipped, without gradient."""
@@ -130,8 +134,9 @@ class PompCascadeROIHeads(ZeroShotROIHeadsMixin, CascadeROIHeads):
         ret = super()._init_box_head(_without_fed_loss(cfg), input_shape)
         embeddings = _class_embeddings(cfg)
         ret["box_predictors"] = [
-            ZeroShotFastRCNNOutputLayers(cfg, head.output_shape, class_embeddings=embeddings,
-                                         box2box_transform=Box2BoxTransform(weights=weights))
+            ZeroShotFastRCNNOutputLayers(
+                cfg, head.output_shape, class_embeddings=embeddings, box2box_transform=Box2BoxTransform(weights=weights)
+            )
             for head, weights in zip(ret["box_heads"], cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS)
         ]
         return ret
@@ -166,8 +171,9 @@ class PompCascadeROIHeads(ZeroShotROIHeadsMixin, CascadeROIHeads):
         image_sizes = [x.image_size for x in proposals]
         for k in range(self.num_cascade_stages):
             if k > 0:
-                proposals = self._create_proposals_from_boxes(prev_pred_boxes, image_sizes,
-                                                              [p.objectness_logits for p in proposals])
+                proposals = self._create_proposals_from_boxes(
+                    prev_pred_boxes, image_sizes, [p.objectness_logits for p in proposals]
+                )
                 if self.training and ann_type == "box":
                     proposals = self._match_and_label_boxes(proposals, k, targets)
             predictions = self._run_stage(features, proposals, k)
@@ -197,8 +203,14 @@ class PompCascadeROIHeads(ZeroShotROIHeadsMixin, CascadeROIHeads):
             scores = [s * (s == s[:, :-1].max(dim=1)[0][:, None]).float() for s in scores]
         predictor, predictions, proposals = head_outputs[-1]
         boxes = predictor.predict_boxes(predictions, proposals)
-        pred_instances, _ = fast_rcnn_inference(boxes, scores, image_sizes, predictor.test_score_thresh,
-                                                predictor.test_nms_thresh, predictor.test_topk_per_image)
+        pred_instances, _ = fast_rcnn_inference(
+            boxes,
+            scores,
+            image_sizes,
+            predictor.test_score_thresh,
+            predictor.test_nms_thresh,
+            predictor.test_topk_per_image,
+        )
         return pred_instances
 
     def _create_proposals_from_boxes(self, boxes, image_sizes, logits):
@@ -231,8 +243,9 @@ class PompRes5ROIHeads(ZeroShotROIHeadsMixin, Res5ROIHeads):
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(_without_fed_loss(cfg), input_shape)
         out_channels = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS * 2**3
-        ret["box_predictor"] = ZeroShotFastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1),
-                                                            class_embeddings=_class_embeddings(cfg))
+        ret["box_predictor"] = ZeroShotFastRCNNOutputLayers(
+            cfg, ShapeSpec(channels=out_channels, height=1, width=1), class_embeddings=_class_embeddings(cfg)
+        )
         ret["cfg"] = cfg  # the full config (the federated loss included) for the predictor's settings
         return ret
 
@@ -243,8 +256,9 @@ class PompRes5ROIHeads(ZeroShotROIHeadsMixin, Res5ROIHeads):
                 proposals = self.label_and_sample_proposals(proposals, targets)
             else:
                 proposals = self.get_top_proposals(proposals)
-        box_features = self._shared_roi_transform([features[f] for f in self.in_features],
-                                                  [x.proposal_boxes for x in proposals])
+        box_features = self._shared_roi_transform(
+            [features[f] for f in self.in_features], [x.proposal_boxes for x in proposals]
+        )
         predictions = self.box_predictor(box_features.mean(dim=[2, 3]))
         if not self.training:
             pred_instances, _ = self.box_predictor.inference(predictions, proposals)
@@ -275,8 +289,9 @@ class PompStandardROIHeads(ZeroShotROIHeadsMixin, StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(_without_fed_loss(cfg), input_shape)
-        ret["box_predictor"] = ZeroShotFastRCNNOutputLayers(cfg, ret["box_head"].output_shape,
-                                                            class_embeddings=_class_embeddings(cfg))
+        ret["box_predictor"] = ZeroShotFastRCNNOutputLayers(
+            cfg, ret["box_head"].output_shape, class_embeddings=_class_embeddings(cfg)
+        )
         return ret
 
     def forward(self, images, features, proposals, targets=None, ann_type: str = "box"):
@@ -286,10 +301,10 @@ class PompStandardROIHeads(ZeroShotROIHeadsMixin, StandardROIHeads):
                 losses["image_loss"] = sum(p.sum() for p in self.box_predictor.parameters()) * 0.0
             return proposals, losses
         proposals = self.get_top_proposals(proposals)
-        box_features = self.box_head(self.box_pooler([features[f] for f in self.box_in_features],
-                                                     [p.proposal_boxes for p in proposals]))
+        box_features = self.box_head(
+            self.box_pooler([features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals])
+        )
         predictions = self.box_predictor(box_features)
-        losses = self.box_predictor.image_label_losses(predictions, proposals,
-                                                       [t._pos_category_ids for t in targets])
+        losses = self.box_predictor.image_label_losses(predictions, proposals, [t._pos_category_ids for t in targets])
         losses.update(self._empty_mask_loss(predictions[0].device))
         return proposals, losses

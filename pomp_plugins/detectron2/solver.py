@@ -3,11 +3,12 @@ mixed-precision training steps that run on CUDA and on the CPU.
 
 The LR schedule is detectron2's ``build_lr_scheduler`` (``WarmupCosineLR`` in Detic's recipes), as in Detic.
 """
+
 from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from detectron2.config import CfgNode
@@ -62,11 +63,16 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     solver = cfg.SOLVER
     clip = solver.CLIP_GRADIENTS
     if not solver.USE_CUSTOM_SOLVER:
-        custom = {"OPTIMIZER": solver.OPTIMIZER != "SGD", "BACKBONE_MULTIPLIER": solver.BACKBONE_MULTIPLIER != 1.0,
-                  "CLIP_GRADIENTS.CLIP_TYPE": clip.CLIP_TYPE == "full_model"}
+        custom = {
+            "OPTIMIZER": solver.OPTIMIZER != "SGD",
+            "BACKBONE_MULTIPLIER": solver.BACKBONE_MULTIPLIER != 1.0,
+            "CLIP_GRADIENTS.CLIP_TYPE": clip.CLIP_TYPE == "full_model",
+        }
         if any(custom.values()):
-            raise PompConfigError(f"SOLVER.{[k for k, v in custom.items() if v]} need SOLVER.USE_CUSTOM_SOLVER True "
-                                  "(Detic's optimizer builder)")
+            raise PompConfigError(
+                f"SOLVER.{[k for k, v in custom.items() if v]} need SOLVER.USE_CUSTOM_SOLVER True "
+                "(Detic's optimizer builder)"
+            )
         return build_detectron2_optimizer(cfg, model)
     if solver.OPTIMIZER not in OPTIMIZERS:
         raise PompConfigError(f"SOLVER.OPTIMIZER {solver.OPTIMIZER!r} is not supported; use one of {list(OPTIMIZERS)}")
@@ -91,11 +97,21 @@ class MixedPrecisionTrainer(AMPTrainer):
     (Detic's model casts just its backbone to fp16 itself, and its heads run in fp32).
     """
 
-    def __init__(self, model, data_loader, optimizer, *, device: str, autocast_forward: bool = True,
-                 precision: torch.dtype = torch.float16, **kwargs):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        *,
+        device: str,
+        autocast_forward: bool = True,
+        precision: torch.dtype = torch.float16,
+        **kwargs,
+    ):
         device_type = torch.device(device).type
-        super().__init__(model, data_loader, optimizer, grad_scaler=torch.amp.GradScaler(device_type),
-                         precision=precision, **kwargs)
+        super().__init__(
+            model, data_loader, optimizer, grad_scaler=torch.amp.GradScaler(device_type), precision=precision, **kwargs
+        )
         self.device_type = device_type
         self.autocast_forward = autocast_forward
 
@@ -124,7 +140,7 @@ class MixedPrecisionTrainer(AMPTrainer):
         self.grad_scaler.update()
 
 
-def mixed_precision(cfg: CfgNode) -> Optional[dict[str, Any]]:
+def mixed_precision(cfg: CfgNode) -> dict[str, Any] | None:
     """``MixedPrecisionTrainer`` arguments for ``cfg``, or ``None`` for full-precision training."""
     if not (cfg.SOLVER.AMP.ENABLED or cfg.FP16):
         return None

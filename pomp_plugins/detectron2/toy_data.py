@@ -8,6 +8,7 @@ writes ``train.json`` (LVIS format), ``val.json`` (LVIS format), ``image_labels.
 (Detic's class-frequency file of ``train.json``, for ``MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH``) beside an ``images/``
 folder. Six classes, two per LVIS frequency group (r, c, f), with image counts, polygons and negative categories.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,7 @@ def _squares(rng: random.Random, first_class: int, width: int, height: int) -> l
     return squares
 
 
-def write_toy_lvis(root: str | Path, split: str, num_images: int, seed: int = 0,
-                   image_labels: bool = False) -> Path:
+def write_toy_lvis(root: str | Path, split: str, num_images: int, seed: int = 0, image_labels: bool = False) -> Path:
     """Write ``num_images`` images and ``root/<split>.json``; returns the json path.
 
     Image ``i`` holds a square of class ``i % 6`` and up to two more, on a noisy grey background; images
@@ -78,16 +78,32 @@ def write_toy_lvis(root: str | Path, split: str, num_images: int, seed: int = 0,
             info["neg_category_ids"] = sorted(set(range(1, len(CLASSES) + 1)) - present)
         images.append(info)
         for cls, (x, y, w, h) in squares:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-                                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
     categories = []
     for k, (name, frequency, _) in enumerate(CLASSES):
         instances = [a for a in annotations if a["category_id"] == k + 1]
-        categories.append({"id": k + 1, "name": name, "synonyms": [name.replace(" ", "_")],
-                           "frequency": frequency, "def": f"a {name}", "synset": name.replace(" ", "_"),
-                           "image_count": len({a["image_id"] for a in instances}),
-                           "instance_count": len(instances)})
+        categories.append(
+            {
+                "id": k + 1,
+                "name": name,
+                "synonyms": [name.replace(" ", "_")],
+                "frequency": frequency,
+                "def": f"a {name}",
+                "synset": name.replace(" ", "_"),
+                "image_count": len({a["image_id"] for a in instances}),
+                "instance_count": len(instances),
+            }
+        )
     data = {"info": {"description": "POMP toy squares"}, "licenses": [], "images": images, "categories": categories}
     if not image_labels:
         data["annotations"] = annotations

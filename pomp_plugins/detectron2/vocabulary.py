@@ -4,10 +4,11 @@ A vocabulary string (``MODEL.POMP.VOCABULARY`` / ``TEST_VOCABULARY``, the tools'
 vocabulary of the core (``lvis``, ``coco``, ...) or ``objects365``, a names file (``.txt``/``.json``), or
 comma-separated names.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode
@@ -26,6 +27,7 @@ from pomp_plugins.prompt import (
 )
 
 from .config import PompConfigError
+
 
 def objects365_names() -> list[str]:
     """The 365 Objects365 (v1) class names in category-id order, as CenterNet2 ships them."""
@@ -52,8 +54,10 @@ def parse_vocabulary(spec: str) -> Vocabulary:
         if not Path(spec).is_file():
             raise FileNotFoundError(f"names file {spec!r} does not exist")
         return resolve_vocabulary(names_file=spec)
-    raise VocabularyError(f"unknown vocabulary {spec!r}; expected one of {', '.join(VOCABULARY_NAMES)}, "
-                          "objects365, a names file (.txt or .json) or comma-separated class names")
+    raise VocabularyError(
+        f"unknown vocabulary {spec!r}; expected one of {', '.join(VOCABULARY_NAMES)}, "
+        "objects365, a names file (.txt or .json) or comma-separated class names"
+    )
 
 
 def vocabulary_metadata(vocabulary: Vocabulary | Sequence[str]) -> Metadata:
@@ -68,16 +72,20 @@ def config_metadata(cfg: CfgNode) -> Metadata:
     spec = cfg.MODEL.POMP.TEST_VOCABULARY or cfg.MODEL.POMP.VOCABULARY
     if spec:
         return vocabulary_metadata(parse_vocabulary(spec))
-    return Metadata(name="pomp-vocabulary:embedding-file",
-                    thing_classes=[f"class {i}" for i in range(config_num_classes(cfg, test=True))])
+    return Metadata(
+        name="pomp-vocabulary:embedding-file",
+        thing_classes=[f"class {i}" for i in range(config_num_classes(cfg, test=True))],
+    )
 
 
 def text_encoder_arguments(cfg: CfgNode) -> dict:
     """The prompt and CLIP keyword arguments of ``classifier_weights`` given by ``cfg.MODEL.POMP``."""
     pomp = cfg.MODEL.POMP
     if pomp.PROMPT and pomp.TEMPLATES:
-        raise PompConfigError(f"MODEL.POMP.PROMPT ({pomp.PROMPT}) and MODEL.POMP.TEMPLATES ({pomp.TEMPLATES}) "
-                              "exclude each other: set one of them to \"\"")
+        raise PompConfigError(
+            f"MODEL.POMP.PROMPT ({pomp.PROMPT}) and MODEL.POMP.TEMPLATES ({pomp.TEMPLATES}) "
+            'exclude each other: set one of them to ""'
+        )
     return {
         "prompt": pomp.PROMPT or None,
         "templates": pomp.TEMPLATES or None,
@@ -90,11 +98,12 @@ def text_encoder_arguments(cfg: CfgNode) -> dict:
 
 def vocabulary_embeddings(cfg: CfgNode, spec: str) -> torch.Tensor:
     """``[C, D]`` float32 embeddings of the vocabulary ``spec`` with the prompt and CLIP model ``cfg`` names."""
-    return classifier_weights(parse_vocabulary(spec), dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM,
-                              **text_encoder_arguments(cfg))
+    return classifier_weights(
+        parse_vocabulary(spec), dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM, **text_encoder_arguments(cfg)
+    )
 
 
-def config_class_embeddings(cfg: CfgNode) -> Optional[torch.Tensor]:
+def config_class_embeddings(cfg: CfgNode) -> torch.Tensor | None:
     """The training-class embeddings ``[C, D]`` float32 of ``cfg``: ``MODEL.POMP.VOCABULARY`` encoded with the POMP
     prompt, else Detic's ``MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH`` (.npy); ``None`` for Detic's ``"rand"``.
 
@@ -112,12 +121,14 @@ def config_class_embeddings(cfg: CfgNode) -> Optional[torch.Tensor]:
         embeddings = load_embedding_file(box.ZEROSHOT_WEIGHT_PATH, box.ZEROSHOT_WEIGHT_DIM)
         source = f"MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH {box.ZEROSHOT_WEIGHT_PATH}"
     if len(embeddings) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-        raise PompConfigError(f"the training classifier ({source}) has {len(embeddings)} classes but "
-                              f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+        raise PompConfigError(
+            f"the training classifier ({source}) has {len(embeddings)} classes but "
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}"
+        )
     return embeddings
 
 
-def config_test_embeddings(cfg: CfgNode, dataset_index: Optional[int] = None) -> Optional[torch.Tensor]:
+def config_test_embeddings(cfg: CfgNode, dataset_index: int | None = None) -> torch.Tensor | None:
     """The inference-class embeddings ``[C', D]`` of ``cfg`` (``None``: the training classifier).
 
     With ``MODEL.RESET_CLS_TESTS`` and a ``dataset_index`` (into ``DATASETS.TEST``): that test set's classifier,
@@ -130,15 +141,17 @@ def config_test_embeddings(cfg: CfgNode, dataset_index: Optional[int] = None) ->
             return vocabulary_embeddings(cfg, vocabularies[dataset_index])
         if dataset_index < len(files) and files[dataset_index]:
             return load_embedding_file(files[dataset_index], cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM)
-        raise PompConfigError(f"MODEL.RESET_CLS_TESTS: test set {dataset_index} "
-                              f"({cfg.DATASETS.TEST[dataset_index]}) has neither a MODEL.POMP.TEST_VOCABULARIES "
-                              "nor a MODEL.TEST_CLASSIFIERS entry")
+        raise PompConfigError(
+            f"MODEL.RESET_CLS_TESTS: test set {dataset_index} "
+            f"({cfg.DATASETS.TEST[dataset_index]}) has neither a MODEL.POMP.TEST_VOCABULARIES "
+            "nor a MODEL.TEST_CLASSIFIERS entry"
+        )
     if cfg.MODEL.POMP.TEST_VOCABULARY:
         return vocabulary_embeddings(cfg, cfg.MODEL.POMP.TEST_VOCABULARY)
     return None
 
 
-def config_num_classes(cfg: CfgNode, test: bool = False, dataset_index: Optional[int] = None) -> int:
+def config_num_classes(cfg: CfgNode, test: bool = False, dataset_index: int | None = None) -> int:
     """The number of (training, or with ``test`` inference) classes of ``cfg``, without encoding any text."""
     pomp = cfg.MODEL.POMP
     if test:
@@ -152,7 +165,7 @@ def config_num_classes(cfg: CfgNode, test: bool = False, dataset_index: Optional
     return cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
-def set_test_classifier(model: nn.Module, cfg: CfgNode, dataset_index: Optional[int]) -> None:
+def set_test_classifier(model: nn.Module, cfg: CfgNode, dataset_index: int | None) -> None:
     """Before evaluating ``DATASETS.TEST[dataset_index]``: give ``model`` that test set's classifier
     (``config_test_embeddings``), or the training one when ``cfg`` names none (Detic's ``reset_cls_test``);
     ``dataset_index`` ``None``: the classifier of ``MODEL.POMP.TEST_VOCABULARY`` (or the training one)."""
@@ -165,9 +178,11 @@ def zero_shot_roi_heads(model: nn.Module) -> nn.Module:
         model = model.module
     roi_heads = getattr(model, "roi_heads", None)
     if not hasattr(roi_heads, "set_test_class_embeddings"):
-        raise PompConfigError(f"the model's ROI heads ({type(roi_heads).__name__}) have no zero-shot classifier; "
-                              "use MODEL.ROI_HEADS.NAME PompCascadeROIHeads, PompRes5ROIHeads or "
-                              "PompStandardROIHeads with MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS True")
+        raise PompConfigError(
+            f"the model's ROI heads ({type(roi_heads).__name__}) have no zero-shot classifier; "
+            "use MODEL.ROI_HEADS.NAME PompCascadeROIHeads, PompRes5ROIHeads or "
+            "PompStandardROIHeads with MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS True"
+        )
     return roi_heads
 
 
@@ -180,8 +195,9 @@ def set_class_embeddings(model: nn.Module, class_embeddings: torch.Tensor) -> in
     return len(class_embeddings)
 
 
-def set_vocabulary(model: nn.Module, cfg: CfgNode, vocabulary: str | Vocabulary | Sequence[str],
-                   embedding_file: Optional[str] = None) -> Metadata:
+def set_vocabulary(
+    model: nn.Module, cfg: CfgNode, vocabulary: str | Vocabulary | Sequence[str], embedding_file: str | None = None
+) -> Metadata:
     """Swap ``model``'s inference classes to ``vocabulary``, encoded with the prompt and CLIP ``cfg`` names.
 
     ``vocabulary``: a vocabulary string (see ``parse_vocabulary``), a ``Vocabulary`` or a list of names;
@@ -193,7 +209,8 @@ def set_vocabulary(model: nn.Module, cfg: CfgNode, vocabulary: str | Vocabulary 
     elif not isinstance(vocabulary, Vocabulary):
         vocabulary = custom_vocabulary(vocabulary)
     roi_heads = zero_shot_roi_heads(model)
-    embeddings = classifier_weights(vocabulary, embedding_file=embedding_file, dim=roi_heads.embedding_dim,
-                                    **text_encoder_arguments(cfg))
+    embeddings = classifier_weights(
+        vocabulary, embedding_file=embedding_file, dim=roi_heads.embedding_dim, **text_encoder_arguments(cfg)
+    )
     roi_heads.set_test_class_embeddings(embeddings)
     return vocabulary_metadata(vocabulary)

@@ -7,10 +7,10 @@ a checkpoint keeps the configured one (Detic's ``RESET_CLS_TRAIN`` semantics: th
 a POMP prompt or an .npy, never from the checkpoint). An inference classifier (``set_test_class_embeddings``) is a
 non-persistent buffer used in eval mode only.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +36,10 @@ class ZeroShotBoxClassifier(nn.Module):
     def __init__(
         self,
         in_features: int,
-        class_embeddings: Optional[torch.Tensor],
+        class_embeddings: torch.Tensor | None,
         *,
         dim: int = 512,
-        num_classes: Optional[int] = None,
+        num_classes: int | None = None,
         norm_weight: bool = True,
         norm_temperature: float = 50.0,
         use_bias: float = 0.0,
@@ -67,8 +67,9 @@ class ZeroShotBoxClassifier(nn.Module):
             self.zs_weight = nn.Parameter(zs_weight_matrix(torch.randn(num_classes, dim) * 0.01, norm_weight))
         else:
             if class_embeddings.shape[1] != dim:
-                raise EmbeddingFileError(f"class embeddings are {class_embeddings.shape[1]}-d, the classifier expects "
-                                         f"{dim}")
+                raise EmbeddingFileError(
+                    f"class embeddings are {class_embeddings.shape[1]}-d, the classifier expects {dim}"
+                )
             self.register_buffer("zs_weight", zs_weight_matrix(class_embeddings, norm_weight))
         self.register_buffer("test_zs_weight", None, persistent=False)
         self._register_load_state_dict_pre_hook(self._keep_configured_classifier)
@@ -86,17 +87,18 @@ class ZeroShotBoxClassifier(nn.Module):
     def dim(self) -> int:
         return self.zs_weight.shape[0]
 
-    def set_test_class_embeddings(self, class_embeddings: Optional[torch.Tensor]) -> None:
+    def set_test_class_embeddings(self, class_embeddings: torch.Tensor | None) -> None:
         """Classify against ``class_embeddings`` ``[C', D]`` in eval mode (``None``: the training classes)."""
         if class_embeddings is None:
             self.test_zs_weight = None
             return
         if class_embeddings.shape[1] != self.dim:
-            raise EmbeddingFileError(f"test class embeddings are {class_embeddings.shape[1]}-d, the classifier's "
-                                     f"{self.dim}")
+            raise EmbeddingFileError(
+                f"test class embeddings are {class_embeddings.shape[1]}-d, the classifier's {self.dim}"
+            )
         self.test_zs_weight = zs_weight_matrix(class_embeddings, self.norm_weight).to(self.zs_weight.device)
 
-    def forward(self, x: torch.Tensor, classifier: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, classifier: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``[R, in_features]``; ``classifier``: optional ``[C', D]`` to use instead (Detic's argument)."""
         x = self.linear(x)
         if classifier is not None:
@@ -118,6 +120,8 @@ class ZeroShotBoxClassifier(nn.Module):
         loaded = state_dict[key]
         if loaded.shape == self.zs_weight.shape and torch.equal(loaded.to(self.zs_weight), self.zs_weight):
             return
-        logger.info(f"{key}: keeping the configured classifier ({self.num_classes} classes); the checkpoint's "
-                    f"{tuple(loaded.shape)} zs_weight is not loaded")
+        logger.info(
+            f"{key}: keeping the configured classifier ({self.num_classes} classes); the checkpoint's "
+            f"{tuple(loaded.shape)} zs_weight is not loaded"
+        )
         state_dict[key] = self.zs_weight.detach().clone()

@@ -11,6 +11,7 @@ Importing it also lets ``torch.load``'s default ``weights_only=True`` read mmeng
 so mmseg's own ``tools/train.py`` / ``tools/test.py`` run our configs unchanged.
 Imports the prompt core and mmseg / mmengine / mmcv, never detectron2.
 """
+
 from .checkpoint import CHECKPOINT_GLOBALS
 from .classifier import VocabularyClassifier
 from .drop_in import TextClassifierHead, TextConvSeg, replace_conv_seg, text_classifier_head_class
@@ -21,9 +22,22 @@ from .vocabulary import ZeroShotSplit, available_splits, load_split, resolve_cla
 from .zsseg_head import ZSSegHead
 
 __all__ = [
-    "CHECKPOINT_GLOBALS", "VocabularyClassifier", "TextClassifierHead", "TextConvSeg", "replace_conv_seg",
-    "text_classifier_head_class", "ZeroShotIoUMetric", "split_mious", "ZSSegEncoderDecoder", "set_vocabulary",
+    "CHECKPOINT_GLOBALS",
+    "VocabularyClassifier",
+    "TextClassifierHead",
+    "TextConvSeg",
+    "replace_conv_seg",
+    "text_classifier_head_class",
+    "ZeroShotIoUMetric",
+    "split_mious",
+    "ZSSegEncoderDecoder",
+    "set_vocabulary",
     "text_classifier_of",
-    "IgnoreUnseenClasses", "ZeroShotSplit", "available_splits", "load_split", "resolve_classes",
-    "vocabulary_for_keys", "ZSSegHead",
+    "IgnoreUnseenClasses",
+    "ZeroShotSplit",
+    "available_splits",
+    "load_split",
+    "resolve_classes",
+    "vocabulary_for_keys",
+    "ZSSegHead",
 ]

@@ -10,14 +10,15 @@ with 128 output channels). In mmseg that backbone is ``ResNetV1c(depth=101, stem
 detectron2 checkpoints are pickles of ``{"model": {name: ndarray}}`` (its ``.pkl`` format) or torch files with a
 ``model`` / ``state_dict`` entry; a ``backbone.`` prefix and the classifier (``fc``/``linear``) are dropped.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def convert_state_dict(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
     """
     converted, unknown = {}, []
     for name, value in state.items():
-        name = name[len("backbone."):] if name.startswith("backbone.") else name
+        name = name[len("backbone.") :] if name.startswith("backbone.") else name
         if name.split(".")[0] in ("fc", "linear") or name.endswith("num_batches_tracked"):
             continue
         try:

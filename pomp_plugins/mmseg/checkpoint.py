@@ -10,6 +10,7 @@ numeric arrays and scalars, and, under the name ``builtins.getattr`` (a ``Histor
 methods as ``getattr(HistoryBuffer, 'mean')``), a ``getattr`` that returns those methods and nothing else. The loader
 stays ``weights_only``: anything else in a pickle is still refused.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -29,8 +30,10 @@ def history_buffer_statistic(owner: type, name: str):
     """
     if owner is HistoryBuffer and (name in _STATISTICS or name in HistoryBuffer._statistics_methods):
         return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(f"weights_only load: getattr({owner!r}, {name!r}) is not allowed (only "
-                                 f"HistoryBuffer's statistics methods {_STATISTICS} are)")
+    raise pickle.UnpicklingError(
+        f"weights_only load: getattr({owner!r}, {name!r}) is not allowed (only "
+        f"HistoryBuffer's statistics methods {_STATISTICS} are)"
+    )
 
 
 def _numpy_globals() -> list:

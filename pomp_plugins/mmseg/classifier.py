@@ -4,10 +4,11 @@ Both heads of this package use it: the ZSSeg head on query embeddings, the drop-
 pixel embeddings. The embeddings come from the prompt core (and its cache) once, when the model is built or the
 vocabulary is swapped, never per step; they are a non-persistent buffer, so checkpoints hold no vocabulary.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -39,32 +40,39 @@ class VocabularyClassifier(nn.Module):
     def __init__(
         self,
         classes: ClassesSpec = None,
-        split: Optional[SplitSpec] = None,
-        prompt: Optional[str | os.PathLike] = None,
-        hard_prompt: Optional[str] = None,
-        embedding_file: Optional[str | os.PathLike] = None,
-        clip_model: Optional[str] = None,
-        clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+        split: SplitSpec | None = None,
+        prompt: str | os.PathLike | None = None,
+        hard_prompt: str | None = None,
+        embedding_file: str | os.PathLike | None = None,
+        clip_model: str | None = None,
+        clip_pretrained: str | None = DEFAULT_PRETRAINED,
         temperature: float = 50.0,
-        templates: Optional[str | Sequence[str]] = None,
+        templates: str | Sequence[str] | None = None,
     ):
         super().__init__()
         if sum(x is not None for x in (prompt, hard_prompt, templates, embedding_file)) != 1:
-            raise ValueError("text_classifier needs exactly one of prompt= (a POMP prompt file), hard_prompt= "
-                             "(e.g. 'a photo of a'), templates= ('imagenet80', 'vild' or a list) or embedding_file= "
-                             "(a .npy of class embeddings)")
+            raise ValueError(
+                "text_classifier needs exactly one of prompt= (a POMP prompt file), hard_prompt= "
+                "(e.g. 'a photo of a'), templates= ('imagenet80', 'vild' or a list) or embedding_file= "
+                "(a .npy of class embeddings)"
+            )
         if templates is not None and not isinstance(templates, str):
             templates = tuple(templates)
-        self.text_source = dict(prompt=prompt, hard_prompt=hard_prompt, templates=templates,
-                                embedding_file=embedding_file, clip_model=clip_model,
-                                clip_pretrained=clip_pretrained)
+        self.text_source = dict(
+            prompt=prompt,
+            hard_prompt=hard_prompt,
+            templates=templates,
+            embedding_file=embedding_file,
+            clip_model=clip_model,
+            clip_pretrained=clip_pretrained,
+        )
         vocabulary, split, embeddings = self._embed(classes, split)
         self.classifier = TextEmbeddingClassifier(embeddings, temperature=temperature)
         self.register_buffer("trained", torch.empty(0, dtype=torch.bool), persistent=False)
         self.register_buffer("seen", torch.empty(0, dtype=torch.bool), persistent=False)
         self._set(vocabulary, split, embeddings)
 
-    def _embed(self, classes: ClassesSpec, split: Optional[SplitSpec]):
+    def _embed(self, classes: ClassesSpec, split: SplitSpec | None):
         vocabulary = resolve_classes(classes)
         split = load_split(split) if split is not None else None
         if split is not None:
@@ -72,7 +80,7 @@ class VocabularyClassifier(nn.Module):
         embeddings = classifier_weights(vocabulary, **self.text_source)
         return vocabulary, split, embeddings
 
-    def _set(self, vocabulary: Vocabulary, split: Optional[ZeroShotSplit], embeddings: torch.Tensor) -> None:
+    def _set(self, vocabulary: Vocabulary, split: ZeroShotSplit | None, embeddings: torch.Tensor) -> None:
         self.vocabulary, self.split = vocabulary, split
         self.classifier.set_class_embeddings(embeddings)
         device = self.classifier.class_embeddings.device
@@ -84,7 +92,7 @@ class VocabularyClassifier(nn.Module):
             trained = seen
         self.seen, self.trained = seen.to(device), trained.to(device)
 
-    def set_vocabulary(self, classes: ClassesSpec, split: Optional[SplitSpec] = None) -> None:
+    def set_vocabulary(self, classes: ClassesSpec, split: SplitSpec | None = None) -> None:
         """Score ``classes`` from now on (any number of classes; same CLIP, prompt and temperature)."""
         self._set(*self._embed(classes, split))
 

@@ -13,6 +13,7 @@ Proposals whose mask is empty keep ``p_clip = 1``.
 The CLIP is frozen and loaded from its weights when the head is built; it is kept out of the module tree, so it
 never enters a checkpoint, and it follows the images to their device on first use.
 """
+
 from __future__ import annotations
 
 import open_clip
@@ -39,8 +40,9 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
-def geometric_ensemble(head_probs: torch.Tensor, clip_probs: torch.Tensor, valid: torch.Tensor,
-                       seen: torch.Tensor, weight: float) -> torch.Tensor:
+def geometric_ensemble(
+    head_probs: torch.Tensor, clip_probs: torch.Tensor, valid: torch.Tensor, seen: torch.Tensor, weight: float
+) -> torch.Tensor:
     """``head_probs``, ``clip_probs``: ``[..., Q, C]``; ``valid``: ``[..., Q]``; ``seen``: ``[C]`` bool."""
     clip_probs = torch.where(valid[..., None], clip_probs, torch.ones_like(clip_probs))
     clip_weight = torch.where(seen, 1.0 - weight, weight).to(head_probs.dtype)
@@ -88,8 +90,9 @@ class CLIPProposalClassifier:
         return torch.cat(crops)
 
     @torch.no_grad()
-    def region_probs(self, image: torch.Tensor, mask_probs: torch.Tensor,
-                     class_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def region_probs(
+        self, image: torch.Tensor, mask_probs: torch.Tensor, class_embeddings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """CLIP's class probabilities of each proposal's region in one image.
 
         Args:
@@ -112,8 +115,14 @@ class CLIPProposalClassifier:
             probs[valid] = logits.softmax(-1)
         return probs, valid
 
-    def ensemble(self, head_probs: torch.Tensor, image: torch.Tensor, mask_probs: torch.Tensor,
-                 class_embeddings: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    def ensemble(
+        self,
+        head_probs: torch.Tensor,
+        image: torch.Tensor,
+        mask_probs: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        seen: torch.Tensor,
+    ) -> torch.Tensor:
         """One image's ``[Q, C]`` head probabilities ensembled with CLIP's; ``seen``: ``[C]`` bool (see the module
         docstring)."""
         clip_probs, valid = self.region_probs(image, mask_probs, class_embeddings)

@@ -17,9 +17,8 @@ not ``-inf``. mmseg's ``loss_by_feat`` upsamples the logits bilinearly before th
 of 0 times ``-inf`` is NaN; a constant channel stays constant under interpolation, and its softmax probability is
 exactly 0 in float32, so the loss equals the loss over the seen classes alone (tested).
 """
-from __future__ import annotations
 
-from typing import Optional, Union
+from __future__ import annotations
 
 import torch
 from mmengine.logging import print_log
@@ -67,7 +66,7 @@ def replace_conv_seg(head: BaseDecodeHead, classifier: VocabularyClassifier) -> 
 _HEAD_CLASSES: dict[type, type] = {}
 
 
-def text_classifier_head_class(head_type: Union[str, type]) -> type:
+def text_classifier_head_class(head_type: str | type) -> type:
     """The ``TextClassifierHead`` subclass of the stock decode head ``head_type`` (a registered name or a class).
 
     Made once per stock class and named ``TextClassifier<Stock>`` in this module, so its instances pickle.
@@ -80,14 +79,22 @@ def text_classifier_head_class(head_type: Union[str, type]) -> type:
     if stock is None:
         raise KeyError(f"TextClassifierHead: head_type {head_type!r} is not registered in mmseg's MODELS")
     if not (isinstance(stock, type) and issubclass(stock, BaseDecodeHead)) or issubclass(stock, TextClassifierHead):
-        raise TypeError(f"TextClassifierHead: head_type {head_type!r} must be a stock mmseg decode head "
-                        f"(a BaseDecodeHead subclass with a conv_seg), got {stock!r}")
+        raise TypeError(
+            f"TextClassifierHead: head_type {head_type!r} must be a stock mmseg decode head "
+            f"(a BaseDecodeHead subclass with a conv_seg), got {stock!r}"
+        )
     cls = _HEAD_CLASSES.get(stock)
     if cls is None:
         name = f"TextClassifier{stock.__name__}"
-        cls = type(name, (TextClassifierHead, stock), {
-            "__module__": __name__, "__qualname__": name,
-            "__doc__": f"mmseg's {stock.__name__} with a text classifier in place of its conv_seg."})
+        cls = type(
+            name,
+            (TextClassifierHead, stock),
+            {
+                "__module__": __name__,
+                "__qualname__": name,
+                "__doc__": f"mmseg's {stock.__name__} with a text classifier in place of its conv_seg.",
+            },
+        )
         globals().setdefault(name, cls)
         _HEAD_CLASSES[stock] = cls
     return cls
@@ -108,27 +115,32 @@ class TextClassifierHead(BaseDecodeHead):
         ValueError: no ``text_classifier``, or ``out_channels`` set to anything but the number of classes.
     """
 
-    def __new__(cls, head_type: Union[str, type, None] = None, text_classifier: Optional[dict] = None,
-                **head_args):
+    def __new__(cls, head_type: str | type | None = None, text_classifier: dict | None = None, **head_args):
         if cls is TextClassifierHead:
             if head_type is None:
                 raise ValueError("TextClassifierHead needs head_type: the stock decode head to build, e.g. 'FCNHead'")
             cls = text_classifier_head_class(head_type)
         return super().__new__(cls)
 
-    def __init__(self, head_type: Union[str, type, None] = None, text_classifier: Optional[dict] = None,
-                 **head_args):
+    def __init__(self, head_type: str | type | None = None, text_classifier: dict | None = None, **head_args):
         if not text_classifier:
-            raise ValueError("TextClassifierHead needs text_classifier=dict(classes=..., prompt=... | "
-                             "hard_prompt=... | embedding_file=...)")
+            raise ValueError(
+                "TextClassifierHead needs text_classifier=dict(classes=..., prompt=... | "
+                "hard_prompt=... | embedding_file=...)"
+            )
         classifier = VocabularyClassifier(**text_classifier)
         num_classes = classifier.num_classes
         if head_args.get("out_channels") not in (None, num_classes):
-            raise ValueError(f"TextClassifierHead scores {num_classes} classes, so out_channels must be "
-                             f"{num_classes} (got {head_args['out_channels']}); binary out_channels=1 heads are "
-                             "not supported")
+            raise ValueError(
+                f"TextClassifierHead scores {num_classes} classes, so out_channels must be "
+                f"{num_classes} (got {head_args['out_channels']}); binary out_channels=1 heads are "
+                "not supported"
+            )
         if head_args.get("num_classes", num_classes) != num_classes:
-            print_log(f"TextClassifierHead: num_classes {head_args['num_classes']} -> {num_classes} "
-                      f"(the classes of {classifier.vocabulary.name!r})", logger="current")
+            print_log(
+                f"TextClassifierHead: num_classes {head_args['num_classes']} -> {num_classes} "
+                f"(the classes of {classifier.vocabulary.name!r})",
+                logger="current",
+            )
         super().__init__(**{**head_args, "num_classes": num_classes})  # the stock head's __init__ (MRO)
         replace_conv_seg(self, classifier)

@@ -1,8 +1,9 @@
 """mIoU of seen classes, of unseen classes and their harmonic mean (hIoU), on top of mmseg's ``IoUMetric``."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from mmengine.logging import MMLogger, print_log
@@ -18,7 +19,7 @@ def harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else (float("nan") if np.isnan(a + b) else 0.0)
 
 
-def split_mious(iou: np.ndarray, seen: np.ndarray, unseen: np.ndarray) -> Dict[str, float]:
+def split_mious(iou: np.ndarray, seen: np.ndarray, unseen: np.ndarray) -> dict[str, float]:
     """``mIoU``, ``mIoU_seen``, ``mIoU_unseen`` and ``hIoU`` (percent) from per-class IoU (NaN: class absent)."""
 
     def mean(values: np.ndarray) -> float:
@@ -26,8 +27,9 @@ def split_mious(iou: np.ndarray, seen: np.ndarray, unseen: np.ndarray) -> Dict[s
         return float(values.mean() * 100) if len(values) else float("nan")
 
     seen_miou, unseen_miou = mean(iou[seen]), mean(iou[unseen])
-    return dict(mIoU=mean(iou), mIoU_seen=seen_miou, mIoU_unseen=unseen_miou,
-                hIoU=harmonic_mean(seen_miou, unseen_miou))
+    return dict(
+        mIoU=mean(iou), mIoU_seen=seen_miou, mIoU_unseen=unseen_miou, hIoU=harmonic_mean(seen_miou, unseen_miou)
+    )
 
 
 @METRICS.register_module()
@@ -48,7 +50,7 @@ class ZeroShotIoUMetric(IoUMetric):
             not one of them.
     """
 
-    def __init__(self, split: Optional[SplitSpec] = None, classwise: bool = False, **kwargs):
+    def __init__(self, split: SplitSpec | None = None, classwise: bool = False, **kwargs):
         if kwargs.get("iou_metrics", ["mIoU"]) != ["mIoU"]:
             raise ValueError(f"ZeroShotIoUMetric computes mIoU only, got iou_metrics={kwargs['iou_metrics']}")
         super().__init__(**kwargs)
@@ -66,11 +68,13 @@ class ZeroShotIoUMetric(IoUMetric):
         for data_sample in data_samples:
             predicted = data_sample.get("seg_logits", {}).get("data")
             if predicted is not None and predicted.shape[0] not in (1, num_classes):
-                raise ValueError(f"the model scores {predicted.shape[0]} classes but the dataset has {num_classes}: "
-                                 "give the head the dataset's classes (text_classifier.classes)")
+                raise ValueError(
+                    f"the model scores {predicted.shape[0]} classes but the dataset has {num_classes}: "
+                    "give the head the dataset's classes (text_classifier.classes)"
+                )
         super().process(data_batch, data_samples)
 
-    def compute_metrics(self, results: list) -> Dict[str, float]:
+    def compute_metrics(self, results: list) -> dict[str, float]:
         if self.format_only:
             return super().compute_metrics(results)
         intersect, union, _, label = (sum(r) for r in zip(*results))

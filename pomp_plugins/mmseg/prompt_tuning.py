@@ -19,15 +19,16 @@ Differences (see the README): per-class samples are drawn without replacement (t
 replacement, so a class can hold the same crop twice), crops are square at CLIP's input size, and a mask box that
 touches the image border keeps its last row/column.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -69,8 +70,9 @@ def lr_factor(step: int, recipe: TuningRecipe) -> float:
     return warmup * 0.5 * (1.0 + math.cos(math.pi * step / recipe.iters))
 
 
-def sample_pairs(classes_per_image: Sequence[Sequence[int]], trained: Sequence[int], per_class: int,
-                 seed: int = 0) -> list[tuple[int, int]]:
+def sample_pairs(
+    classes_per_image: Sequence[Sequence[int]], trained: Sequence[int], per_class: int, seed: int = 0
+) -> list[tuple[int, int]]:
     """``(image index, class id)`` pairs: each trained class present in an image, at most ``per_class`` per class.
 
     ``classes_per_image[i]``: the class ids in image ``i``'s label map. Classes with more pairs than ``per_class``
@@ -101,13 +103,18 @@ def mask_box(mask: np.ndarray, expand_ratio: float = 1.0) -> tuple[int, int, int
     x0, x1, y0, y1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
     cx, cy, half_w, half_h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * expand_ratio / 2, (y1 - y0) * expand_ratio / 2
     height, width = mask.shape
-    box = (max(0, int(cx - half_w)), max(0, int(cy - half_h)),
-           min(width, int(cx + half_w)), min(height, int(cy + half_h)))
+    box = (
+        max(0, int(cx - half_w)),
+        max(0, int(cy - half_h)),
+        min(width, int(cx + half_w)),
+        min(height, int(cy + half_h)),
+    )
     return box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1)
 
 
-def random_resized_box(height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0),
-                       ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_box(
+    height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """torchvision's ``RandomResizedCrop`` box ``(x0, y0, w, h)``: 10 tries at a random area and aspect, else the
     centre crop clamped to the aspect range."""
     area = height * width
@@ -119,13 +126,19 @@ def random_resized_box(height: int, width: int, rng: np.random.Generator, scale=
         if 0 < w <= width and 0 < h <= height:
             return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
     aspect = width / height
-    w, h = (width, int(round(width / min(ratio)))) if aspect < min(ratio) else \
-        (int(round(height * max(ratio))), height) if aspect > max(ratio) else (width, height)
+    w, h = (
+        (width, int(round(width / min(ratio))))
+        if aspect < min(ratio)
+        else (int(round(height * max(ratio))), height)
+        if aspect > max(ratio)
+        else (width, height)
+    )
     return (width - w) // 2, (height - h) // 2, w, h
 
 
-def class_crop(image: np.ndarray, labels: np.ndarray, class_id: int, size: int, recipe: TuningRecipe,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def class_crop(
+    image: np.ndarray, labels: np.ndarray, class_id: int, size: int, recipe: TuningRecipe, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """One training crop: ``[size, size, 3]`` uint8 image and ``[size, size]`` bool mask of ``class_id``.
 
     ``image``: ``[H, W, 3]`` uint8; ``labels``: ``[H, W]`` class ids. The random crop is redrawn (up to 10 times,
@@ -135,12 +148,15 @@ def class_crop(image: np.ndarray, labels: np.ndarray, class_id: int, size: int, 
     image, labels = image[y0:y1, x0:x1], labels[y0:y1, x0:x1]
     height, width = labels.shape
     for attempt in range(11):
-        x, y, w, h = random_resized_box(height, width, rng, recipe.crop_scale, recipe.crop_ratio) if attempt < 10 \
+        x, y, w, h = (
+            random_resized_box(height, width, rng, recipe.crop_scale, recipe.crop_ratio)
+            if attempt < 10
             else (0, 0, width, height)
-        mask = labels[y:y + h, x:x + w] == class_id
+        )
+        mask = labels[y : y + h, x : x + w] == class_id
         if mask.any():
             break
-    crop = cv2.resize(np.ascontiguousarray(image[y:y + h, x:x + w]), (size, size), interpolation=cv2.INTER_LINEAR)
+    crop = cv2.resize(np.ascontiguousarray(image[y : y + h, x : x + w]), (size, size), interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
     if rng.uniform() < recipe.flip_prob:
         crop, mask = crop[:, ::-1], mask[:, ::-1]
@@ -159,8 +175,13 @@ class MaskCropDataset(Dataset):
     ``(recipe.seed, epoch, k)`` (``set_epoch``), so runs repeat exactly.
     """
 
-    def __init__(self, load: Callable[[int], tuple[np.ndarray, np.ndarray]], pairs: Sequence[tuple[int, int]],
-                 size: int, recipe: TuningRecipe = TuningRecipe()):
+    def __init__(
+        self,
+        load: Callable[[int], tuple[np.ndarray, np.ndarray]],
+        pairs: Sequence[tuple[int, int]],
+        size: int,
+        recipe: TuningRecipe = TuningRecipe(),
+    ):
         if not pairs:
             raise ValueError("no (image, seen class) pairs to tune the prompt on: the label maps hold no seen class")
         self.load, self.pairs, self.size, self.recipe, self.epoch = load, list(pairs), size, recipe, 0
@@ -193,8 +214,15 @@ class RegionPromptTuner(nn.Module):
             stage does at test time.
     """
 
-    def __init__(self, clip: LoadedClip, encoder: PromptedTextEncoder, class_names: Sequence[str],
-                 trained: torch.Tensor, temperature: float = 100.0, fill: str = "reference"):
+    def __init__(
+        self,
+        clip: LoadedClip,
+        encoder: PromptedTextEncoder,
+        class_names: Sequence[str],
+        trained: torch.Tensor,
+        temperature: float = 100.0,
+        fill: str = "reference",
+    ):
         super().__init__()
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
@@ -206,8 +234,9 @@ class RegionPromptTuner(nn.Module):
         cfg = open_clip.get_model_preprocess_cfg(clip.model)
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("fill", self.mean.clone() if fill == "reference" else torch.zeros(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "fill", self.mean.clone() if fill == "reference" else torch.zeros(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("target_of", torch.full((len(trained),), -1, dtype=torch.long), persistent=False)
         self.target_of[self.trained_ids] = torch.arange(len(self.trained_ids))
         self.prompts = encoder.pack(encoder.tokenize(self.names, device="cpu"))
@@ -234,12 +263,15 @@ class RegionPromptTuner(nn.Module):
         if bool((targets < 0).any()):
             raise ValueError(f"crops of untrained classes {sorted(set(labels[targets < 0].tolist()))}")
         logits = self.temperature * self.image_features(images, masks) @ self.text_features().t()
-        return {"loss": F.cross_entropy(logits, targets),
-                "accuracy": (logits.argmax(1) == targets).float().mean().detach()}
+        return {
+            "loss": F.cross_entropy(logits, targets),
+            "accuracy": (logits.argmax(1) == targets).float().mean().detach(),
+        }
 
 
-def scan_classes(load_labels: Callable[[int], np.ndarray], count: int, num_classes: int,
-                 index_file: Optional[str | os.PathLike] = None) -> list[list[int]]:
+def scan_classes(
+    load_labels: Callable[[int], np.ndarray], count: int, num_classes: int, index_file: str | os.PathLike | None = None
+) -> list[list[int]]:
     """The class ids (``< num_classes``, i.e. not ignored) in each of ``count`` label maps.
 
     Reading every label map of a large dataset takes minutes: with ``index_file``, the result is read from it when it
@@ -265,15 +297,25 @@ def infinite_batches(dataset: MaskCropDataset, batch_size: int, seed: int, num_w
     while True:
         dataset.set_epoch(epoch)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size,
-                                             num_workers=num_workers, drop_last=len(dataset) >= batch_size)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, order.tolist()),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=len(dataset) >= batch_size,
+        )
         yield from loader
         epoch += 1
 
 
-def tune_prompt(tuner: RegionPromptTuner, dataset: MaskCropDataset, recipe: TuningRecipe,
-                device: str | torch.device = "cpu", num_workers: int = 0,
-                log: Optional[Callable[[dict], None]] = None, log_interval: int = 20) -> list[float]:
+def tune_prompt(
+    tuner: RegionPromptTuner,
+    dataset: MaskCropDataset,
+    recipe: TuningRecipe,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    log: Callable[[dict], None] | None = None,
+    log_interval: int = 20,
+) -> list[float]:
     """Run POMP's prompt tuning for ``recipe.iters`` iterations; ``tuner.encoder.ctx`` holds the result.
 
     Returns the loss of every iteration. ``log`` gets ``{'iter', 'loss', 'accuracy', 'lr'}`` every
@@ -307,7 +349,7 @@ class SegmentationSamples:
     pixels 255); ``classes``: the dataset's class names (``None`` if it names none).
     """
 
-    classes: Optional[Sequence[str]]
+    classes: Sequence[str] | None
     count: int
     load: Callable[[int], tuple[np.ndarray, np.ndarray]]
     load_labels: Callable[[int], np.ndarray]
@@ -331,8 +373,9 @@ def load_segmentation_samples(dataset_cfg: dict) -> SegmentationSamples:
     from mmseg.datasets.transforms import LoadAnnotations
     from mmseg.registry import DATASETS
 
-    datasets = [DATASETS.build({**leaf, "pipeline": [], "serialize_data": False})
-                for leaf in _leaf_datasets(dict(dataset_cfg))]
+    datasets = [
+        DATASETS.build({**leaf, "pipeline": [], "serialize_data": False}) for leaf in _leaf_datasets(dict(dataset_cfg))
+    ]
     starts = np.cumsum([0] + [len(d) for d in datasets]).tolist()
     load_image, load_annotations = LoadImageFromFile(), LoadAnnotations()
 
@@ -350,11 +393,19 @@ def load_segmentation_samples(dataset_cfg: dict) -> SegmentationSamples:
     return SegmentationSamples(datasets[0].metainfo.get("classes"), starts[-1], load, load_labels)
 
 
-def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = TuningRecipe(),
-                           init: Optional[str | os.PathLike] = None, init_phrase: Optional[str] = None,
-                           device: str | torch.device = "cpu", dtype: str = "auto",
-                           index_file: Optional[str | os.PathLike] = None, num_workers: int = 0,
-                           log: Optional[Callable[[dict], None]] = None, log_interval: int = 20) -> dict:
+def tune_prompt_for_config(
+    cfg,
+    out: str | os.PathLike,
+    recipe: TuningRecipe = TuningRecipe(),
+    init: str | os.PathLike | None = None,
+    init_phrase: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str = "auto",
+    index_file: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    log: Callable[[dict], None] | None = None,
+    log_interval: int = 20,
+) -> dict:
     """POMP's prompt tuning on the training set of an mmseg segmentation config; writes the tuned prompt to ``out``.
 
     The config gives the data (``train_dataloader.dataset``, read without its augmentations), the classes, the split
@@ -370,8 +421,9 @@ def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = T
 
     text = dict(cfg.model.decode_head.get("text_classifier") or {})
     if not text:
-        raise ValueError("the config's decode head has no text_classifier: give a config with a ZSSegHead or "
-                         "TextClassifierHead")
+        raise ValueError(
+            "the config's decode head has no text_classifier: give a config with a ZSSegHead or TextClassifierHead"
+        )
     if text.get("split") is None:
         raise ValueError("the config's text_classifier has no split: prompt tuning trains on the seen classes")
     vocabulary = resolve_classes(text.get("classes"))
@@ -386,8 +438,10 @@ def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = T
 
     samples = load_segmentation_samples(cfg.train_dataloader.dataset)
     if samples.classes is not None and len(samples.classes) != len(vocabulary):
-        raise ValueError(f"the dataset has {len(samples.classes)} classes but the text classifier scores "
-                         f"{len(vocabulary)} ({vocabulary.name!r}): they must be the same list")
+        raise ValueError(
+            f"the dataset has {len(samples.classes)} classes but the text classifier scores "
+            f"{len(vocabulary)} ({vocabulary.name!r}): they must be the same list"
+        )
     classes_per_image = scan_classes(samples.load_labels, samples.count, len(vocabulary), index_file)
     seen_ids = torch.nonzero(seen).flatten().tolist()
     pairs = sample_pairs(classes_per_image, seen_ids, recipe.sample_per_class, recipe.seed)
@@ -395,11 +449,24 @@ def tune_prompt_for_config(cfg, out: str | os.PathLike, recipe: TuningRecipe = T
     tuner = RegionPromptTuner(clip, encoder, vocabulary.names, seen, recipe.temperature, recipe.fill).to(device)
     losses = tune_prompt(tuner, crops, recipe, device, num_workers, log, log_interval)
 
-    meta = {"stage": "POMP segmentation prompt tuning", "initial_prompt": str(init) if init else init_phrase,
-            "classes": vocabulary.name, "split": str(text["split"]), "crops": len(pairs),
-            "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(recipe).items()},
-            "first_loss": losses[0], "last_loss": losses[-1]}
-    save_prompt(Prompt(encoder.ctx.detach().cpu(), clip_model=clip.name, clip_pretrained=clip.pretrained,
-                       meta=meta), out)
-    return {"out": str(out), "crops": len(pairs), "classes": int(seen.sum()), "iters": recipe.iters,
-            "first_loss": losses[0], "last_loss": losses[-1]}
+    meta = {
+        "stage": "POMP segmentation prompt tuning",
+        "initial_prompt": str(init) if init else init_phrase,
+        "classes": vocabulary.name,
+        "split": str(text["split"]),
+        "crops": len(pairs),
+        "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(recipe).items()},
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }
+    save_prompt(
+        Prompt(encoder.ctx.detach().cpu(), clip_model=clip.name, clip_pretrained=clip.pretrained, meta=meta), out
+    )
+    return {
+        "out": str(out),
+        "crops": len(pairs),
+        "classes": int(seen.sum()),
+        "iters": recipe.iters,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }

@@ -1,5 +1,6 @@
 """Command-line arguments and config loading shared by ``tools/train.py`` and ``tools/test.py`` (mmseg's usual
 ``--work-dir``, ``--cfg-options``, ``--launcher``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,10 +12,18 @@ from mmengine.config import Config, DictAction
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default: ./work_dirs/<config name>)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
-                        help="override config keys, e.g. model.decode_head.text_classifier.classes=ade20k")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-                        help="job launcher for distributed runs (torchrun ... --launcher pytorch)")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        help="override config keys, e.g. model.decode_head.text_classifier.classes=ade20k",
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=["none", "pytorch", "slurm", "mpi"],
+        default="none",
+        help="job launcher for distributed runs (torchrun ... --launcher pytorch)",
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
 
 

@@ -1,7 +1,6 @@
 """The segmentor for the ZSSeg head's CLIP stage, and a test-time vocabulary swap for any of our segmentors."""
-from __future__ import annotations
 
-from typing import List, Optional
+from __future__ import annotations
 
 import torch
 from mmseg.models.segmentors import EncoderDecoder
@@ -21,22 +20,22 @@ class ZSSegEncoderDecoder(EncoderDecoder):
     as mmseg's configs do; the images are recovered from its output.
     """
 
-    def __init__(self, *args, data_preprocessor: Optional[dict] = None, **kwargs):
+    def __init__(self, *args, data_preprocessor: dict | None = None, **kwargs):
         if not data_preprocessor or data_preprocessor.get("mean") is None or not data_preprocessor.get("bgr_to_rgb"):
             raise ValueError("ZSSegEncoderDecoder needs a data_preprocessor with mean, std and bgr_to_rgb=True")
         super().__init__(*args, data_preprocessor=data_preprocessor, **kwargs)
 
-    def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
+    def encode_decode(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
         images = inputs * self.data_preprocessor.std + self.data_preprocessor.mean
         return self.decode_head.predict(self.extract_feat(inputs), batch_img_metas, self.test_cfg, images=images)
 
 
-def text_classifier_of(head: nn.Module) -> Optional[VocabularyClassifier]:
+def text_classifier_of(head: nn.Module) -> VocabularyClassifier | None:
     """The text classifier inside a decode head of this package (``ZSSegHead``, ``TextClassifierHead``), or None."""
     return next((m for m in head.modules() if isinstance(m, VocabularyClassifier)), None)
 
 
-def set_vocabulary(segmentor: EncoderDecoder, classes: ClassesSpec, split: Optional[SplitSpec] = None) -> None:
+def set_vocabulary(segmentor: EncoderDecoder, classes: ClassesSpec, split: SplitSpec | None = None) -> None:
     """Make a built segmentor score ``classes`` (any number): its decode head and any auxiliary head whose
     classifier is text-based get the new class embeddings, and the segmentor's ``num_classes``/``out_channels``
     (used by slide inference) follow.
@@ -59,6 +58,8 @@ def set_vocabulary(segmentor: EncoderDecoder, classes: ClassesSpec, split: Optio
             head.num_classes = head.out_channels = classifier.num_classes
         swapped |= head is segmentor.decode_head
     if not swapped:
-        raise TypeError(f"{type(segmentor.decode_head).__name__} has no text classifier: use ZSSegHead or "
-                        "TextClassifierHead to change the vocabulary")
+        raise TypeError(
+            f"{type(segmentor.decode_head).__name__} has no text classifier: use ZSSegHead or "
+            "TextClassifierHead to change the vocabulary"
+        )
     segmentor.num_classes = segmentor.out_channels = segmentor.decode_head.num_classes

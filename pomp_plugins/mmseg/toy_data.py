@@ -5,6 +5,7 @@ learns it in a few dozen steps. Train images contain the unseen class too: zero-
 
     python -m pomp_plugins.mmseg.toy_data data/pomp_toy      # then: tools/train.py mmseg_configs/tiny_zsseg_cpu.py
 """
+
 from __future__ import annotations
 
 import argparse

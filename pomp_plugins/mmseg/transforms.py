@@ -1,7 +1,6 @@
 """Data transforms for zero-shot training."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -24,7 +23,7 @@ class IgnoreUnseenClasses(BaseTransform):
         ignore_index: the label of ignored pixels.
     """
 
-    def __init__(self, split: SplitSpec, classes: Optional[ClassesSpec] = None, ignore_index: int = 255):
+    def __init__(self, split: SplitSpec, classes: ClassesSpec | None = None, ignore_index: int = 255):
         self.split = load_split(split)
         if classes is None:
             vocabulary = self.split.vocabulary

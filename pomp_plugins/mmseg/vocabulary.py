@@ -12,13 +12,15 @@ with the same keys when there is one (ADE20K's ``'bed '`` is prompted as ``'bed'
 
 Zero-shot splits are data: ``pomp_plugins/data/splits/<name>.json`` holds ``seen`` and ``unseen`` class keys.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Union
 
 import torch
 from mmseg.registry import DATASETS
@@ -33,11 +35,13 @@ from pomp_plugins.prompt import (
 )
 
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "data" / "splits"
-ClassesSpec = Union[str, Sequence[str], Mapping, Vocabulary]
-SplitSpec = Union[str, os.PathLike, Mapping, "ZeroShotSplit"]
+ClassesSpec = str | Sequence[str] | Mapping | Vocabulary
+SplitSpec = Union[str, os.PathLike, Mapping, "ZeroShotSplit"]  # noqa: UP007 (a forward reference)
 
-CLASSES_HELP = ("a vocabulary name (" + ", ".join(VOCABULARY_NAMES) + "), a list of class names, "
-                "dict(dataset='<mmseg dataset type>') or dict(names_file='<file>')")
+CLASSES_HELP = (
+    "a vocabulary name (" + ", ".join(VOCABULARY_NAMES) + "), a list of class names, "
+    "dict(dataset='<mmseg dataset type>') or dict(names_file='<file>')"
+)
 
 
 def vocabulary_for_keys(keys: Sequence[str], name: str = "custom") -> Vocabulary:
@@ -53,7 +57,7 @@ def vocabulary_for_keys(keys: Sequence[str], name: str = "custom") -> Vocabulary
     return Vocabulary(name, names, keys)
 
 
-def resolve_classes(classes: Optional[ClassesSpec]) -> Vocabulary:
+def resolve_classes(classes: ClassesSpec | None) -> Vocabulary:
     """The ``Vocabulary`` a ``classes=`` config value names (see the module docstring).
 
     Raises:
@@ -91,8 +95,8 @@ class ZeroShotSplit:
 
     name: str
     unseen: tuple[str, ...]
-    seen: Optional[tuple[str, ...]] = None
-    vocabulary: Optional[str] = None
+    seen: tuple[str, ...] | None = None
+    vocabulary: str | None = None
 
     def __post_init__(self):
         both = set(self.unseen) & set(self.seen or ())
@@ -102,8 +106,10 @@ class ZeroShotSplit:
     def _indices(self, keys: Sequence[str], vocabulary: Vocabulary, role: str) -> list[int]:
         missing = [k for k in keys if k not in vocabulary.keys and k not in vocabulary.names]
         if missing:
-            raise VocabularyError(f"split {self.name!r}: {role} class(es) {missing} are not in vocabulary "
-                                  f"{vocabulary.name!r} ({len(vocabulary)} classes)")
+            raise VocabularyError(
+                f"split {self.name!r}: {role} class(es) {missing} are not in vocabulary "
+                f"{vocabulary.name!r} ({len(vocabulary)} classes)"
+            )
         return [vocabulary.index(k) for k in keys]
 
     def masks(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,14 +147,17 @@ def load_split(split: SplitSpec) -> ZeroShotSplit:
         if not path.suffix and (SPLITS_DIR / f"{split}.json").is_file():
             path = SPLITS_DIR / f"{split}.json"
         if not path.is_file():
-            raise VocabularyError(f"unknown split {str(split)!r}: expected one of {available_splits()}, a JSON "
-                                  "file with 'seen' and 'unseen' class lists, or dict(unseen=[...], seen=[...])")
+            raise VocabularyError(
+                f"unknown split {str(split)!r}: expected one of {available_splits()}, a JSON "
+                "file with 'seen' and 'unseen' class lists, or dict(unseen=[...], seen=[...])"
+            )
         data, name = json.loads(path.read_text()), path.stem
     if not data.get("unseen"):
         raise VocabularyError(f"split {name!r} lists no unseen classes")
     seen = data.get("seen")
-    result = ZeroShotSplit(data.get("name", name), tuple(data["unseen"]), tuple(seen) if seen is not None else None,
-                           data.get("vocabulary"))
+    result = ZeroShotSplit(
+        data.get("name", name), tuple(data["unseen"]), tuple(seen) if seen is not None else None, data.get("vocabulary")
+    )
     if result.vocabulary:
         result.masks(get_vocabulary(result.vocabulary))
     return result

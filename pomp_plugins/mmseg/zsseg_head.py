@@ -8,9 +8,10 @@ text space, and its logits are ``temperature * cos`` against the class text embe
 or a template ensemble), plus a learned void embedding. Classes unseen in a zero-shot split are left out of every
 softmax in training. At test time ZSSeg's optional CLIP stage re-classifies each proposal's region.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ class QueryTextClassifier(nn.Module):
         super().__init__()
         self.embed = MLP(in_channels, hidden_channels, text.dim, num_layers)
         self.text = text
-        self.void_embedding = nn.Parameter(torch.randn(text.dim) * text.dim ** -0.5)
+        self.void_embedding = nn.Parameter(torch.randn(text.dim) * text.dim**-0.5)
 
     def forward(self, queries: torch.Tensor) -> torch.Tensor:
         embeddings = self.embed(queries)
@@ -90,26 +91,33 @@ class ZSSegHead(MaskFormerHead):
     def __init__(
         self,
         in_channels: Sequence[int],
-        text_classifier: Optional[dict] = None,
-        class_embed: Optional[dict] = None,
+        text_classifier: dict | None = None,
+        class_embed: dict | None = None,
         no_object_weight: float = 0.1,
-        clip_stage: Optional[dict] = None,
-        in_index: Optional[Sequence[int]] = None,
-        loss_cls: ConfigType = dict(type="mmdet.CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+        clip_stage: dict | None = None,
+        in_index: Sequence[int] | None = None,
+        loss_cls: ConfigType = None,
         **kwargs,
     ):
+        if loss_cls is None:
+            loss_cls = dict(type="mmdet.CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
         if not text_classifier:
-            raise ValueError("ZSSegHead needs text_classifier=dict(classes=..., prompt=... | hard_prompt=... | "
-                             "templates=... | embedding_file=...)")
+            raise ValueError(
+                "ZSSegHead needs text_classifier=dict(classes=..., prompt=... | hard_prompt=... | "
+                "templates=... | embedding_file=...)"
+            )
         if loss_cls.get("class_weight") is not None:
-            raise ValueError("ZSSegHead sets loss_cls.class_weight itself from no_object_weight (the vocabulary "
-                             "decides the number of classes): remove class_weight from loss_cls")
+            raise ValueError(
+                "ZSSegHead sets loss_cls.class_weight itself from no_object_weight (the vocabulary "
+                "decides the number of classes): remove class_weight from loss_cls"
+            )
         classifier = VocabularyClassifier(**text_classifier)
         in_channels = list(in_channels)
         levels = list(range(len(in_channels))) if in_index is None else [int(i) for i in in_index]
         if len(levels) != len(in_channels):
-            raise ValueError(f"ZSSegHead: in_index {levels} selects {len(levels)} levels but in_channels lists "
-                             f"{len(in_channels)}")
+            raise ValueError(
+                f"ZSSegHead: in_index {levels} selects {len(levels)} levels but in_channels lists {len(in_channels)}"
+            )
         loss_cls = ConfigDict(loss_cls, class_weight=self._class_weight(classifier.num_classes, no_object_weight))
         super().__init__(num_classes=classifier.num_classes, in_channels=in_channels, loss_cls=loss_cls, **kwargs)
         self.in_index = levels
@@ -127,7 +135,7 @@ class ZSSegHead(MaskFormerHead):
         """The text classifier of the queries (classes, split, class embeddings)."""
         return self.cls_embed.text
 
-    def _build_clip_stage(self, clip_stage: dict) -> tuple[CLIPProposalClassifier, Optional[VocabularyClassifier]]:
+    def _build_clip_stage(self, clip_stage: dict) -> tuple[CLIPProposalClassifier, VocabularyClassifier | None]:
         clip_stage = dict(clip_stage)
         text = clip_stage.pop("text", None)
         split = clip_stage.pop("split", None)
@@ -138,23 +146,31 @@ class ZSSegHead(MaskFormerHead):
         if text is not None:
             if not any(text.get(k) is not None for k in TEXT_SOURCES):
                 raise ValueError(f"clip_stage.text needs one of {', '.join(TEXT_SOURCES[:3])}")
-            text_source = {**{k: None for k in TEXT_SOURCES}, "clip_model": source["clip_model"],
-                           "clip_pretrained": source["clip_pretrained"], **text}
+            text_source = {
+                **{k: None for k in TEXT_SOURCES},
+                "clip_model": source["clip_model"],
+                "clip_pretrained": source["clip_pretrained"],
+                **text,
+            }
             clip_text = VocabularyClassifier(self.classifier.vocabulary, self.classifier.split, **text_source)
             source = clip_text.text_source
         else:
             clip_text = None
         if source["embedding_file"] and not source["clip_model"]:
-            raise ValueError("clip_stage with an embedding_file needs text_classifier.clip_model: the CLIP whose "
-                             "text tower made the embeddings")
+            raise ValueError(
+                "clip_stage with an embedding_file needs text_classifier.clip_model: the CLIP whose "
+                "text tower made the embeddings"
+            )
         clip, _ = load_for_prompt(source["prompt"], source["clip_model"], source["clip_pretrained"])
         stage = CLIPProposalClassifier(clip, **clip_stage)
         if stage.embed_dim != self.classifier.dim:
-            raise ValueError(f"clip_stage: CLIP {clip.name} embeds images in {stage.embed_dim} dimensions, the "
-                             f"class embeddings have {self.classifier.dim}")
+            raise ValueError(
+                f"clip_stage: CLIP {clip.name} embeds images in {stage.embed_dim} dimensions, the "
+                f"class embeddings have {self.classifier.dim}"
+            )
         return stage, clip_text
 
-    def set_vocabulary(self, classes: ClassesSpec, split: Optional[SplitSpec] = None) -> None:
+    def set_vocabulary(self, classes: ClassesSpec, split: SplitSpec | None = None) -> None:
         """Score ``classes`` from now on (the head's and the CLIP stage's embeddings, and the class weights)."""
         self.classifier.set_vocabulary(classes, split)
         if self.clip_text is not None:
@@ -163,8 +179,11 @@ class ZSSegHead(MaskFormerHead):
             try:
                 self.ensemble_split.masks(self.classifier.vocabulary)
             except VocabularyError:
-                print_log(f"ZSSegHead: the CLIP ensemble's split {self.ensemble_split.name!r} does not fit the new "
-                          "vocabulary; the ensemble now follows the text classifier's split", logger="current")
+                print_log(
+                    f"ZSSegHead: the CLIP ensemble's split {self.ensemble_split.name!r} does not fit the new "
+                    "vocabulary; the ensemble now follows the text classifier's split",
+                    logger="current",
+                )
                 self.ensemble_split = None
         self.num_classes = self.out_channels = self.classifier.num_classes
         self.class_weight = self._class_weight(self.num_classes, self.no_object_weight)
@@ -178,8 +197,9 @@ class ZSSegHead(MaskFormerHead):
             return self.classifier.seen
         return self.ensemble_split.masks(self.classifier.vocabulary)[0].to(self.classifier.seen.device)
 
-    def forward(self, x: Sequence[torch.Tensor], batch_data_samples: Optional[SampleList] = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: Sequence[torch.Tensor], batch_data_samples: SampleList | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone levels -> ``class_logits`` ``[L, B, Q, C + 1]`` (void last) and ``mask_logits``
         ``[L, B, Q, H/4, W/4]`` for the ``L`` decoder layers.
 
@@ -208,12 +228,15 @@ class ZSSegHead(MaskFormerHead):
         if bad:
             keys = self.classifier.vocabulary.keys
             names = [keys[i] if 0 <= i < len(keys) else i for i in bad]
-            raise ValueError(f"training targets contain classes {names} that are not trained on (unseen in the split "
-                             "or outside the vocabulary): add dict(type='IgnoreUnseenClasses', split=...) after "
-                             "LoadAnnotations in the train pipeline")
+            raise ValueError(
+                f"training targets contain classes {names} that are not trained on (unseen in the split "
+                "or outside the vocabulary): add dict(type='IgnoreUnseenClasses', split=...) after "
+                "LoadAnnotations in the train pipeline"
+            )
 
-    def semantic_probs(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                       images: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def semantic_probs(
+        self, class_logits: torch.Tensor, mask_logits: torch.Tensor, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """MaskFormer's semantic inference, ``sum_q p(c | q) * sigmoid(mask_q)`` ``[B, C, h, w]``, with ``p(c | q)``
         the softmax over classes and void with void dropped; with a ``clip_stage``, ``p(c | q)`` is first ensembled
         with CLIP's probabilities of each proposal's region (ZSSeg).
@@ -225,18 +248,26 @@ class ZSSegHead(MaskFormerHead):
         masks = mask_logits.float().sigmoid()
         if self.clip_stage is not None:
             if images is None:
-                raise ValueError("ZSSegHead's clip_stage needs the input images: use type='ZSSegEncoderDecoder' "
-                                 "as the segmentor")
+                raise ValueError(
+                    "ZSSegHead's clip_stage needs the input images: use type='ZSSegEncoderDecoder' as the segmentor"
+                )
             text = self.clip_text if self.clip_text is not None else self.classifier
             seen = self.ensemble_seen
-            probs = torch.stack([
-                self.clip_stage.ensemble(p, image, m, text.class_embeddings, seen)
-                for p, image, m in zip(probs, images, masks)
-            ])
+            probs = torch.stack(
+                [
+                    self.clip_stage.ensemble(p, image, m, text.class_embeddings, seen)
+                    for p, image, m in zip(probs, images, masks)
+                ]
+            )
         return torch.einsum("bqc,bqhw->bchw", probs, masks)
 
-    def predict(self, x: Sequence[torch.Tensor], batch_img_metas: List[dict], test_cfg: ConfigType,
-                images: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def predict(
+        self,
+        x: Sequence[torch.Tensor],
+        batch_img_metas: list[dict],
+        test_cfg: ConfigType,
+        images: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Class scores ``[B, C, H, W]`` at ``img_shape`` (mmseg takes the argmax).
 
         ``images``: the network's input ``[B, 3, H', W']`` as RGB 0..255 (``ZSSegEncoderDecoder`` passes it). With

@@ -3,6 +3,7 @@
 Written with the core's ``atomic_save`` (temporary file + fsync + rename), so a crash while writing leaves the
 previous checkpoint whole. Only ``ctx`` and small state are stored, never the frozen CLIP (a few KB at n_ctx 4).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a POMP pre-training checkpoint (format {FORMAT!r}, as written to "
-                              "OUTPUT/checkpoints/last.pt)")
+        raise CheckpointError(
+            f"{path} is not a POMP pre-training checkpoint (format {FORMAT!r}, as written to "
+            "OUTPUT/checkpoints/last.pt)"
+        )
     if state.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state['version']} is newer than {VERSION}")
     return state

@@ -1,8 +1,9 @@
 """``tools/pretrain_prompt.py``: learn a POMP prompt, on one process or under torchrun."""
+
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .config import PretrainError, build_parser, config_from_args
 from .trainer import pretrain
@@ -25,7 +26,7 @@ EPILOG = """examples:
 """
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv, build_parser(DESCRIPTION, EPILOG))
     try:
         pretrain(config)

@@ -4,6 +4,7 @@ The command line of ``tools/pretrain_prompt.py`` is generated from ``PretrainCon
 ``n_ctx``...), and each run writes its resolved config to ``OUTPUT/config.json``; ``--config FILE`` reads such a
 file back as the defaults of a new run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,15 +12,24 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
 # Settings that steer one invocation and may differ when a run is resumed; all others must match.
-RUN_CONTROL = ("output", "resume", "workers", "checkpoint_every_steps", "stop_after_steps", "log_every", "progress",
-               "device")
+RUN_CONTROL = (
+    "output",
+    "resume",
+    "workers",
+    "checkpoint_every_steps",
+    "stop_after_steps",
+    "log_every",
+    "progress",
+    "device",
+)
 
 
 class PretrainError(ValueError):
@@ -32,13 +42,15 @@ def _option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
 
 def _optional(kind: type):
     """Parse ``none`` as ``None`` and anything else with ``kind``."""
+
     def parse(text: str):
         return None if text.lower() == "none" else kind(text)
+
     parse.__name__ = f"{kind.__name__} or none"
     return parse
 
 
-def _log_base(text: str) -> Optional[float]:
+def _log_base(text: str) -> float | None:
     if text.lower() == "none":
         return None
     return math.e if text.lower() == "e" else float(text)
@@ -49,56 +61,93 @@ class PretrainConfig:
     """A POMP pre-training run. Defaults follow the paper and its released code (ViT-B/16, ImageNet-21K-P)."""
 
     # data
-    data: str = _option("", "dataset root: ROOT/<class>/<images>, or ROOT/train/<class>/<images> (ImageNet-21K-P "
-                            "layout; ROOT/val, the test split, is never read)", required=True)
+    data: str = _option(
+        "",
+        "dataset root: ROOT/<class>/<images>, or ROOT/train/<class>/<images> (ImageNet-21K-P "
+        "layout; ROOT/val, the test split, is never read)",
+        required=True,
+    )
     output: str = _option("output/pomp", "folder for the prompt, checkpoints, split file, logs and config")
-    vocabulary: Optional[str] = _option(None, "name the class folders (WordNet ids) from this vocabulary, e.g. "
-                                              "imagenet21k-p; default: WordNet lemmas for WordNet-id folders, "
-                                              "else the folder names", type=_optional(str))
-    names_file: Optional[str] = _option(None, "class names: 'folder name' or folder<TAB>name lines (e.g. "
-                                              "ImageNet's LOC_synset_mapping.txt), a JSON object (folder -> name), "
-                                              "or one name per sorted folder", type=_optional(str))
-    allow_unnamed: bool = _option(False, "name a folder without a name by its id, with a warning, instead of "
-                                         "stopping with an error")
-    split_file: Optional[str] = _option(None, "few-shot split file (default OUTPUT/split.json): written on first "
-                                              "use, then read by every process and every rerun",
-                                        type=_optional(str))
+    vocabulary: str | None = _option(
+        None,
+        "name the class folders (WordNet ids) from this vocabulary, e.g. "
+        "imagenet21k-p; default: WordNet lemmas for WordNet-id folders, "
+        "else the folder names",
+        type=_optional(str),
+    )
+    names_file: str | None = _option(
+        None,
+        "class names: 'folder name' or folder<TAB>name lines (e.g. "
+        "ImageNet's LOC_synset_mapping.txt), a JSON object (folder -> name), "
+        "or one name per sorted folder",
+        type=_optional(str),
+    )
+    allow_unnamed: bool = _option(
+        False, "name a folder without a name by its id, with a warning, instead of stopping with an error"
+    )
+    split_file: str | None = _option(
+        None,
+        "few-shot split file (default OUTPUT/split.json): written on first "
+        "use, then read by every process and every rerun",
+        type=_optional(str),
+    )
     shots: int = _option(16, "training images per class (a class with fewer uses all it has)")
     val_per_class: int = _option(1, "held-out training images per class for validation (0: no validation)")
     views: int = _option(4, "augmented views of each image per step")
     crop_scale_min: float = _option(0.08, "smallest area fraction of the random resized crop")
-    randaugment: str = _option("randaugment2", "RandAugment variant: randaugment2 (Dassl's, as POMP: each operation "
-                                                "applied with probability randaugment_prob at a random magnitude) "
-                                                "or torchvision (T.RandAugment at a fixed magnitude)",
-                               choices=["randaugment2", "torchvision"])
+    randaugment: str = _option(
+        "randaugment2",
+        "RandAugment variant: randaugment2 (Dassl's, as POMP: each operation "
+        "applied with probability randaugment_prob at a random magnitude) "
+        "or torchvision (T.RandAugment at a fixed magnitude)",
+        choices=["randaugment2", "torchvision"],
+    )
     randaugment_ops: int = _option(2, "RandAugment: operations per view (0: no RandAugment)")
     randaugment_prob: float = _option(0.6, "randaugment2: probability that each chosen operation is applied")
     randaugment_magnitude: int = _option(9, "torchvision RandAugment: magnitude (0-30)")
     # model
     clip_model: str = _option("ViT-B-16", "open_clip model name (pomp-tiny: a tiny model for tests and demos)")
-    clip_pretrained: Optional[str] = _option("openai", "open_clip weights tag, a local weights file, or none for "
-                                                       "random weights", type=_optional(str))
-    dtype: str = _option("auto", "precision of the frozen CLIP: auto = bf16 on CUDA, fp32 on CPU",
-                         choices=["auto", "fp32", "bf16", "fp16"])
+    clip_pretrained: str | None = _option(
+        "openai", "open_clip weights tag, a local weights file, or none for random weights", type=_optional(str)
+    )
+    dtype: str = _option(
+        "auto",
+        "precision of the frozen CLIP: auto = bf16 on CUDA, fp32 on CPU",
+        choices=["auto", "fp32", "bf16", "fp16"],
+    )
     device: str = _option("auto", "auto = cuda when available (the local rank's GPU under torchrun), else cpu")
     n_ctx: int = _option(4, "number of learned context vectors (the paper: 4, or 16)")
-    ctx_init: Optional[str] = _option(None, "initialise ctx from this phrase's token embeddings (n_ctx is then "
-                                            "its token count) instead of N(0, ctx_std)", type=_optional(str))
+    ctx_init: str | None = _option(
+        None,
+        "initialise ctx from this phrase's token embeddings (n_ctx is then its token count) instead of N(0, ctx_std)",
+        type=_optional(str),
+    )
     ctx_std: float = _option(0.02, "standard deviation of the random ctx initialisation")
     # loss
-    num_sampled: int = _option(1000, "K: classes per step (the batch's own plus K-1 sampled negatives); capped at "
-                                     "the number of classes")
-    log_base: Optional[float] = _option(10.0, "base of the local-correction margin's log: 10 (the released code "
-                                              "and numbers), e (the paper's formula), or none to turn it off",
-                                        type=_log_base)
+    num_sampled: int = _option(
+        1000, "K: classes per step (the batch's own plus K-1 sampled negatives); capped at the number of classes"
+    )
+    log_base: float | None = _option(
+        10.0,
+        "base of the local-correction margin's log: 10 (the released code "
+        "and numbers), e (the paper's formula), or none to turn it off",
+        type=_log_base,
+    )
     # optimisation
-    group_size: int = _option(32, "images per group: a group's images (x views) share their own K-1 sampled "
-                                  "negatives (the reference's batch per GPU)")
-    global_batch: int = _option(256, "images per optimisation step, over all processes (the reference: 8 GPUs x "
-                                     "32): global_batch / group_size groups per step, split evenly over the "
-                                     "processes; the gradient is the mean over all the groups' feature rows")
-    epochs: Optional[int] = _option(None, "epochs (default: 5 for n_ctx <= 4, 20 above, as in the paper)",
-                                    type=_optional(int))
+    group_size: int = _option(
+        32,
+        "images per group: a group's images (x views) share their own K-1 sampled "
+        "negatives (the reference's batch per GPU)",
+    )
+    global_batch: int = _option(
+        256,
+        "images per optimisation step, over all processes (the reference: 8 GPUs x "
+        "32): global_batch / group_size groups per step, split evenly over the "
+        "processes; the gradient is the mean over all the groups' feature rows",
+    )
+    epochs: int | None = _option(
+        None, "epochs (default: 5 for n_ctx <= 4, 20 above, as in the paper)", type=_optional(int)
+    )
     lr: float = _option(0.002, "SGD learning rate after warm-up (cosine-annealed per epoch)")
     momentum: float = _option(0.9, "SGD momentum")
     weight_decay: float = _option(5e-4, "SGD weight decay")
@@ -106,27 +155,42 @@ class PretrainConfig:
     warmup_lr: float = _option(1e-5, "warm-up learning rate")
     seed: int = _option(1, "seed of the split, the ctx initialisation, the data order, augmentations and negatives")
     # feature cache
-    cache_image_features: bool = _option(False, "compute the image features of `views` fixed augmented views of "
-                                                "each training image once (memory-mapped file in OUTPUT), then "
-                                                "train the text side only; fixes the augmentations")
-    cuda_graphs: bool = _option(False, "on a GPU, give every group one of a few shapes and replay its image forward "
-                                       "and its text forward+backward as CUDA graphs (no effect on a CPU); off "
-                                       "by default until tests/test_pretrain_cuda_graphs.py has passed on a GPU")
-    compile_image_tower: bool = _option(False, "torch.compile the frozen image tower for training steps (faster "
-                                               "steps after a compile of tens of seconds; falls back to eager "
-                                               "execution if compiling fails)")
+    cache_image_features: bool = _option(
+        False,
+        "compute the image features of `views` fixed augmented views of "
+        "each training image once (memory-mapped file in OUTPUT), then "
+        "train the text side only; fixes the augmentations",
+    )
+    cuda_graphs: bool = _option(
+        False,
+        "on a GPU, give every group one of a few shapes and replay its image forward "
+        "and its text forward+backward as CUDA graphs (no effect on a CPU); off "
+        "by default until tests/test_pretrain_cuda_graphs.py has passed on a GPU",
+    )
+    compile_image_tower: bool = _option(
+        False,
+        "torch.compile the frozen image tower for training steps (faster "
+        "steps after a compile of tens of seconds; falls back to eager "
+        "execution if compiling fails)",
+    )
     # run control
     workers: int = _option(8, "data-loading processes per training process (0: in the main process)")
     checkpoint_every_steps: int = _option(0, "also checkpoint every N steps (0: only at the end of each epoch)")
-    stop_after_steps: Optional[int] = _option(None, "stop (after checkpointing) once this many steps have run in "
-                                                    "total; continue later with --resume", type=_optional(int))
-    resume: Optional[str] = _option(None, "continue from a checkpoint: a file, or 'auto' for "
-                                          "OUTPUT/checkpoints/last.pt (from scratch while there is none)",
-                                    type=_optional(str))
+    stop_after_steps: int | None = _option(
+        None,
+        "stop (after checkpointing) once this many steps have run in total; continue later with --resume",
+        type=_optional(int),
+    )
+    resume: str | None = _option(
+        None,
+        "continue from a checkpoint: a file, or 'auto' for "
+        "OUTPUT/checkpoints/last.pt (from scratch while there is none)",
+        type=_optional(str),
+    )
     log_every: int = _option(10, "steps between TensorBoard and progress-bar updates of the loss")
     progress: bool = _option(True, "show progress bars")
 
-    def resolved(self) -> "PretrainConfig":
+    def resolved(self) -> PretrainConfig:
         """A copy with the automatic choices (epochs, device) made."""
         epochs = self.epochs if self.epochs is not None else (5 if self.n_ctx <= 4 else 20)
         device = self.device
@@ -152,8 +216,7 @@ class PretrainConfig:
         if self.vocabulary and self.names_file:
             raise ValueError("give either a vocabulary or a names file, not both")
         if self.global_batch % self.group_size:
-            raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of group_size "
-                             f"({self.group_size})")
+            raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of group_size ({self.group_size})")
         if self.log_base is not None and (self.log_base <= 0 or self.log_base == 1):
             raise ValueError(f"log_base must be positive and not 1 (or none), got {self.log_base}")
 
@@ -168,7 +231,8 @@ class PretrainConfig:
             raise PretrainError(
                 f"{self.groups_per_step} groups per step (global_batch {self.global_batch} / group_size "
                 f"{self.group_size}) cannot be split evenly over {world_size} processes; use {works} processes, "
-                f"or a global_batch that is a multiple of group_size x {world_size}")
+                f"or a global_batch that is a multiple of group_size x {world_size}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -177,14 +241,14 @@ class PretrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "PretrainConfig":
+    def from_dict(cls, values: dict) -> PretrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown settings {unknown}; known: {sorted(known)}")
         return cls(**values)
 
-    def differences(self, other: "PretrainConfig") -> dict[str, tuple[Any, Any]]:
+    def differences(self, other: PretrainConfig) -> dict[str, tuple[Any, Any]]:
         """Settings (other than run control) whose values differ: ``{name: (self's, other's)}``."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if k not in RUN_CONTROL and mine[k] != theirs[k]}
@@ -192,10 +256,14 @@ class PretrainConfig:
 
 def build_parser(description: str = "", epilog: str = "") -> argparse.ArgumentParser:
     """An argument parser with one ``--option`` per ``PretrainConfig`` field, plus ``--config FILE``."""
-    parser = argparse.ArgumentParser(description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="a config.json of an earlier run: its values become the "
-                                                       "defaults, the options given here override them")
+    parser = argparse.ArgumentParser(
+        description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a config.json of an earlier run: its values become the defaults, the options given here override them",
+    )
     for spec in dataclasses.fields(PretrainConfig):
         flag = "--" + spec.name.replace("_", "-")
         meta = dict(spec.metadata)
@@ -203,16 +271,16 @@ def build_parser(description: str = "", epilog: str = "") -> argparse.ArgumentPa
         if not meta.pop("required", False):  # required ones are checked after --config is applied
             help_text += f" (default: {spec.default})"
         if isinstance(spec.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             kind = meta.pop("type", type(spec.default))
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text, **meta)
     return parser
 
 
-def config_from_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None
-                     ) -> PretrainConfig:
+def config_from_args(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> PretrainConfig:
     """The config given by a command line: ``--config`` file values, overridden by the options given."""
     parser = parser or build_parser()
     given = vars(parser.parse_args(argv))  # only the options on the command line (the others are suppressed)

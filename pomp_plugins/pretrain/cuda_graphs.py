@@ -3,9 +3,10 @@
 A POMP step is a few thousand small kernels (12 text layers, forward and backward, over ~1,000 short prompts):
 eagerly, launching them takes longer than running them. Captured once as a CUDA graph, a step is one launch.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -5,10 +5,11 @@ augmentations and the data order, rank and step for the negatives), never from a
 resumed run therefore sees exactly the batches and views an uninterrupted run would, whatever the number of
 data-loading processes.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +34,12 @@ RANDAUGMENT_KINDS = ("randaugment2", "torchvision")
 
 
 def train_augmentation(
-    image_size: int, crop_scale_min: float = 0.08, randaugment_ops: int = 2, randaugment_magnitude: int = 9,
-    randaugment: str = "randaugment2", randaugment_prob: float = 0.6,
+    image_size: int,
+    crop_scale_min: float = 0.08,
+    randaugment_ops: int = 2,
+    randaugment_magnitude: int = 9,
+    randaugment: str = "randaugment2",
+    randaugment_prob: float = 0.6,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> uint8 ``[3, S, S]``: random resized crop (bicubic, as CLIP), horizontal flip, RandAugment.
 
@@ -106,8 +111,17 @@ class GroupSampler(Sampler):
     lists, so every rank yields ``G/W`` groups per step).
     """
 
-    def __init__(self, num_items: int, group_size: int, groups_per_step: int, rank: int, world_size: int, seed: int,
-                 epoch: int, start: int = 0):
+    def __init__(
+        self,
+        num_items: int,
+        group_size: int,
+        groups_per_step: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        epoch: int,
+        start: int = 0,
+    ):
         if num_items < 1:
             raise ValueError("no training images")
         if groups_per_step % world_size:

@@ -1,4 +1,5 @@
 """Process-group set-up for ``torchrun`` (NCCL on GPUs, gloo on CPUs) and the few collectives training needs."""
+
 from __future__ import annotations
 
 import os

@@ -12,13 +12,14 @@ each epoch. The files, in the cache folder:
 - ``meta.json``: written last, so it marks a complete cache; its ``key`` hashes everything the features depend
   on (CLIP weights, split, views, seed, augmentation settings), and a cache with another key is rebuilt.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,11 +28,11 @@ from tqdm.auto import tqdm
 
 from ..classification.image_folder import Sample, Skipped, collate_skipping
 from ..classification.zeroshot import image_features
+from ..prompt.atomic import atomic_write_text
 from ..prompt.cache import tensor_fingerprint
 from ..prompt.clip import LoadedClip
 from .data import CACHE_EPOCH, MultiViewDataset, PixelNormalizer
 from .distributed import Distributed
-from ..prompt.atomic import atomic_write_text
 
 
 def cache_key(clip: LoadedClip, dataset: MultiViewDataset, settings: dict) -> str:
@@ -92,12 +93,22 @@ def build_feature_cache(
 
     mine = list(range(dist.rank, num_images, dist.world_size))
     chunks = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-    loader = DataLoader(dataset, batch_sampler=[[(CACHE_EPOCH, i) for i in chunk] for chunk in chunks],
-                        num_workers=workers, collate_fn=collate_skipping, pin_memory=dist.device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[[(CACHE_EPOCH, i) for i in chunk] for chunk in chunks],
+        num_workers=workers,
+        collate_fn=collate_skipping,
+        pin_memory=dist.device.type == "cuda",
+    )
     dtype = next(clip.model.visual.parameters()).dtype
     skipped: list[str] = []
-    bar = tqdm(zip(chunks, loader), total=len(chunks), desc="caching image features", unit="batch",
-               disable=not (progress and dist.is_main))
+    bar = tqdm(
+        zip(chunks, loader),
+        total=len(chunks),
+        desc="caching image features",
+        unit="batch",
+        disable=not (progress and dist.is_main),
+    )
     for chunk, batch in bar:
         skipped += batch.skipped
         unreadable = set(batch.skipped)
@@ -113,8 +124,13 @@ def build_feature_cache(
     skipped = sorted(path for rank_skipped in dist.gather(skipped) for path in rank_skipped)
     dist.barrier()
     if dist.is_main:
-        atomic_write_text(meta_path, json.dumps({"key": key, "images": num_images, "views": views, "dim": dim,
-                                                 "dtype": "float16", "skipped": skipped}, indent=2))
+        atomic_write_text(
+            meta_path,
+            json.dumps(
+                {"key": key, "images": num_images, "views": views, "dim": dim, "dtype": "float16", "skipped": skipped},
+                indent=2,
+            ),
+        )
     dist.barrier()
     return FeatureCache(folder)
 

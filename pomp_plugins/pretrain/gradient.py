@@ -7,9 +7,10 @@ gradient is the mean over all rows of all groups (for full groups: the mean over
 average over its GPUs). ``parameter.grad`` is a view of that buffer, set once and never replaced, so the optimiser
 always reads it, whether the group gradients came from eager autograd or from CUDA-graph replays.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -37,15 +38,17 @@ class GradientBuffer:
         self.grad.add_(gradient, alpha=rows)
         self.local_rows += rows
 
-    def average(self, all_reduce_: Optional[Callable[[torch.Tensor], object]] = None) -> int:
+    def average(self, all_reduce_: Callable[[torch.Tensor], object] | None = None) -> int:
         """Make ``parameter.grad`` the mean over every row added here (and, with ``all_reduce_``, on every process).
 
         ``all_reduce_`` sums a tensor in place across processes. Returns the total number of rows (0: no gradient;
         the caller should then skip the optimiser step).
         """
         if self.parameter.grad is not self.grad:
-            raise RuntimeError("the parameter's .grad was replaced (e.g. by optimizer.zero_grad()); the gradient "
-                               "buffer must stay its only home")
+            raise RuntimeError(
+                "the parameter's .grad was replaced (e.g. by optimizer.zero_grad()); the gradient "
+                "buffer must stay its only home"
+            )
         if all_reduce_ is None:
             total = self.local_rows
         else:

@@ -15,10 +15,11 @@ A step is one or more *groups* (``accumulate`` each, then ``apply``): a group is
 whose images share their own K-1 sampled negatives; the gradients of all groups of the step (on all processes)
 are averaged in one persistent buffer (``GradientBuffer``) before the optimiser step.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,6 @@ from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedP
 from .cuda_graphs import CapturedFunction
 from .data import NEGATIVES, derive_seed
 from .gradient import GradientBuffer
-
 
 # Packed prompt tokens are padded to a multiple of this, so a few shapes (CUDA graphs) cover all steps.
 TOKEN_BUCKET = 256
@@ -43,13 +43,14 @@ def group_negatives(num_classes: int, num_sampled: int, seed: int, step: int, gr
 
 
 def image_feature_function(
-    model: torch.nn.Module, encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, cuda_graphs: bool = False
+    model: torch.nn.Module, encode: Callable[[torch.Tensor], torch.Tensor] | None = None, cuda_graphs: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Normalised images ``[R, 3, H, W]`` -> normalised features ``[R, D]`` float32 of the frozen image tower.
 
     ``encode`` replaces ``model.encode_image`` (e.g. compiled); with ``cuda_graphs`` the forward is replayed as a
     CUDA graph per batch shape, and the returned tensor is overwritten by the next call.
     """
+
     def forward(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return image_features(model, images, encode)
@@ -95,11 +96,11 @@ class PompStep:
         class_prompts: TokenizedPrompts,
         logit_scale: float,
         num_sampled: int,
-        log_base: Optional[float],
+        log_base: float | None,
         optimizer: torch.optim.Optimizer,
-        all_reduce_: Optional[Callable[[torch.Tensor], object]] = None,
+        all_reduce_: Callable[[torch.Tensor], object] | None = None,
         cuda_graphs: bool = False,
-        max_positives: Optional[int] = None,
+        max_positives: int | None = None,
     ):
         self.encoder, self.class_prompts, self.logit_scale = encoder, class_prompts, logit_scale
         self.num_sampled, self.log_base, self.optimizer = num_sampled, log_base, optimizer
@@ -140,31 +141,50 @@ class PompStep:
         text = F.normalize(self.encoder(inputs.prompts), dim=-1)
         return pomp_loss(image_features, text, inputs.plan, self.logit_scale, self.num_classes, self.log_base)
 
-    def loss_and_gradient(self, image_features: torch.Tensor, inputs: StepInputs
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_gradient(self, image_features: torch.Tensor, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """A group's detached loss and its gradient w.r.t. ``ctx`` (returned, never written into ``ctx.grad``)."""
         loss = self.loss(image_features, inputs)
         (gradient,) = torch.autograd.grad(loss, self.encoder.ctx)
         return loss.detach(), gradient
 
-    def _flat_loss_and_gradient(self, image_features: torch.Tensor, *tensors: torch.Tensor
-                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _flat_loss_and_gradient(
+        self, image_features: torch.Tensor, *tensors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``loss_and_gradient`` from flat tensors (``_flatten``'s order): the function CUDA graphs capture."""
         plan = LocalContrastPlan(*tensors[:5])
         ids, eot, packed_ids, positions, slots, eot_rows, mask = tensors[5:]
         attention_rows = len(eot_rows) + scratch_rows(TOKEN_BUCKET, self.suffix_length)
-        prompts = PackedPrompts(TokenizedPrompts(ids, eot), 1 + self.encoder.n_ctx, packed_ids, positions, slots,
-                                eot_rows, mask, attention_rows)
+        prompts = PackedPrompts(
+            TokenizedPrompts(ids, eot),
+            1 + self.encoder.n_ctx,
+            packed_ids,
+            positions,
+            slots,
+            eot_rows,
+            mask,
+            attention_rows,
+        )
         return self.loss_and_gradient(image_features, StepInputs(plan, prompts))
 
     @staticmethod
     def _flatten(inputs: StepInputs) -> list[torch.Tensor]:
         plan, prompts = inputs.plan, inputs.prompts
-        return [plan.classes, plan.labels, plan.negatives, plan.positive_index, plan.negative_index,
-                prompts.prompts.ids, prompts.prompts.eot, prompts.ids, prompts.positions, prompts.slots,
-                prompts.eot_rows, prompts.mask]
+        return [
+            plan.classes,
+            plan.labels,
+            plan.negatives,
+            plan.positive_index,
+            plan.negative_index,
+            prompts.prompts.ids,
+            prompts.prompts.eot,
+            prompts.ids,
+            prompts.positions,
+            prompts.slots,
+            prompts.eot_rows,
+            prompts.mask,
+        ]
 
-    def accumulate(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
+    def accumulate(self, image_features: torch.Tensor, inputs: StepInputs) -> torch.Tensor | None:
         """Add one group's gradient (weighted by its rows) to the step's buffer; returns its detached loss
         (``None`` for a group without rows)."""
         if not inputs.rows:
@@ -185,7 +205,7 @@ class PompStep:
         self.gradient.zero()
         return total
 
-    def __call__(self, image_features: torch.Tensor, inputs: StepInputs) -> Optional[torch.Tensor]:
+    def __call__(self, image_features: torch.Tensor, inputs: StepInputs) -> torch.Tensor | None:
         """A step of one group: ``accumulate`` then ``apply``; returns the detached loss."""
         loss = self.accumulate(image_features, inputs)
         self.apply()

@@ -11,10 +11,11 @@ take no magnitude.
 Dassl draws from Python's ``random``; here every draw comes from torch's generator, which ``MultiViewDataset``
 seeds per (run seed, epoch, image), so views stay reproducible and resume stays exact.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
@@ -54,10 +55,12 @@ DASSL_OPS: tuple[AugmentOp, ...] = (
     AugmentOp("ShearX", -0.3, 0.3, lambda image, v: _affine(image, (1, v, 0, 0, 1, 0)), signed=True),
     AugmentOp("ShearY", -0.3, 0.3, lambda image, v: _affine(image, (1, 0, 0, v, 1, 0)), signed=True),
     AugmentOp("Solarize", 0, 256, lambda image, v: ImageOps.solarize(image, v)),
-    AugmentOp("TranslateX", -0.3, 0.3, lambda image, v: _affine(image, (1, 0, v * image.size[0], 0, 1, 0)),
-              signed=True),
-    AugmentOp("TranslateY", -0.3, 0.3, lambda image, v: _affine(image, (1, 0, 0, 0, 1, v * image.size[1])),
-              signed=True),
+    AugmentOp(
+        "TranslateX", -0.3, 0.3, lambda image, v: _affine(image, (1, 0, v * image.size[0], 0, 1, 0)), signed=True
+    ),
+    AugmentOp(
+        "TranslateY", -0.3, 0.3, lambda image, v: _affine(image, (1, 0, 0, 0, 1, v * image.size[1])), signed=True
+    ),
 )
 
 

@@ -5,6 +5,7 @@ other classes), written to a JSON file by the first process, and read back by ev
 all ranks and all resumed runs train on the same images. Validation images come from the training folder, never
 from ``ROOT/val`` (the test split).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from ..classification.image_folder import ImageFolder
 from ..prompt.atomic import atomic_write_text
@@ -54,7 +54,7 @@ class FewShotSplit:
         atomic_write_text(path, json.dumps({"format": FORMAT, "version": VERSION, **asdict(self)}) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FewShotSplit":
+    def load(cls, path: str | os.PathLike) -> FewShotSplit:
         data = json.loads(Path(path).read_text())
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise PretrainError(f"{path} is not a few-shot split file (format {FORMAT!r})")
@@ -71,8 +71,8 @@ def draw_split(
     shots: int,
     val_per_class: int,
     seed: int,
-    vocabulary: Optional[str] = None,
-    names_file: Optional[str] = None,
+    vocabulary: str | None = None,
+    names_file: str | None = None,
     allow_unnamed: bool = False,
 ) -> FewShotSplit:
     """Scan ``data`` and draw ``shots`` training and ``val_per_class`` validation images per class.
@@ -89,10 +89,15 @@ def draw_split(
         drawn = random.Random(f"{seed}:{key}").sample(files, len(files))
         train += [(path, label) for path in drawn[:shots]]
         val += [(path, label) for path in drawn[shots : shots + val_per_class]]
-    settings = {"seed": seed, "shots": shots, "val_per_class": val_per_class, "vocabulary": vocabulary,
-                "names_file": names_file, "allow_unnamed": allow_unnamed}
-    return FewShotSplit(tree.keys, tree.names, train, val, settings, tree.empty_classes,
-                        os.path.relpath(root, data))
+    settings = {
+        "seed": seed,
+        "shots": shots,
+        "val_per_class": val_per_class,
+        "vocabulary": vocabulary,
+        "names_file": names_file,
+        "allow_unnamed": allow_unnamed,
+    }
+    return FewShotSplit(tree.keys, tree.names, train, val, settings, tree.empty_classes, os.path.relpath(root, data))
 
 
 def prepare_split(path: str | os.PathLike, data: str | os.PathLike, is_main: bool, barrier, **settings) -> FewShotSplit:
@@ -107,8 +112,10 @@ def prepare_split(path: str | os.PathLike, data: str | os.PathLike, is_main: boo
             existing = FewShotSplit.load(path).settings
             different = {k: (existing.get(k), v) for k, v in settings.items() if existing.get(k) != v}
             if different:
-                raise PretrainError(f"split file {path} was drawn with other settings {different} (file, now); "
-                                    "delete it or give another --split-file")
+                raise PretrainError(
+                    f"split file {path} was drawn with other settings {different} (file, now); "
+                    "delete it or give another --split-file"
+                )
         else:
             draw_split(data, **settings).save(path)
     barrier()

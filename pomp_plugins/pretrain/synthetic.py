@@ -3,18 +3,27 @@
 Class ``"<colour> <shape>"`` is a shape of that colour at a random place and size, so classes are told apart by
 colour and shape, which even a tiny random-weight CLIP's image features separate.
 """
+
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 215, 30),
-           "purple": (140, 40, 170), "orange": (245, 140, 20), "white": (245, 245, 245), "black": (15, 15, 15)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 215, 30),
+    "purple": (140, 40, 170),
+    "orange": (245, 140, 20),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
 SHAPES = ("circle", "square", "triangle", "stripes")
 
 

@@ -5,6 +5,7 @@ this invocation without its first step (data-loader start-up, CUDA-graph capture
 seconds spent blocked on the data loader. ``data_wait_share`` near 0: the step is the bottleneck; near 1: data
 loading (decode + augmentation) is, and more ``--workers`` (or the feature cache) would help.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,7 +44,12 @@ class ThroughputMeter:
             torch.cuda.synchronize(self.device)
             self.seconds += time.perf_counter() - started
         seconds = max(self.seconds, 1e-9)
-        return {"steps_timed": self.steps, "steps_skipped": min(self.steps_seen, self.skip_steps),
-                "images_this_process": self.images, "seconds": self.seconds,
-                "images_per_s_all_processes": self.images * world_size / seconds,
-                "data_wait_seconds": self.data_wait_seconds, "data_wait_share": self.data_wait_seconds / seconds}
+        return {
+            "steps_timed": self.steps,
+            "steps_skipped": min(self.steps_seen, self.skip_steps),
+            "images_this_process": self.images,
+            "seconds": self.seconds,
+            "images_per_s_all_processes": self.images * world_size / seconds,
+            "data_wait_seconds": self.data_wait_seconds,
+            "data_wait_share": self.data_wait_seconds / seconds,
+        }

@@ -6,6 +6,7 @@ epoch), ``tensorboard/`` (scalars), ``feature_cache/`` (feature-cache mode), ``t
 share of time spent waiting for data, at every stop), and at the end ``prompt.pt`` (the learned prompt in the
 core's format) and ``summary.json`` (validation history, skipped images).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..classification.image_folder import Batch, ImageListDataset, collate_skipping
 from ..classification.zeroshot import compiled_image_encoder, evaluate
+from ..prompt.atomic import atomic_write_text
 from ..prompt.clip import load_clip
 from ..prompt.loss import correction_margin
 from ..prompt.prompt_file import Prompt, save_prompt
@@ -33,7 +34,6 @@ from .data import PROMPT_INIT, GroupSampler, MultiViewDataset, PixelNormalizer, 
 from .distributed import Distributed, init_distributed
 from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
 from .objective import PompStep, group_negatives, image_feature_function
-from ..prompt.atomic import atomic_write_text
 from .split import prepare_split
 from .throughput import ThroughputMeter
 
@@ -80,14 +80,26 @@ class Pretrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         self.split = prepare_split(
-            config.split_file or self.out / "split.json", config.data, dist.is_main, dist.barrier,
-            shots=config.shots, val_per_class=config.val_per_class, seed=config.seed, vocabulary=config.vocabulary,
-            names_file=config.names_file, allow_unnamed=config.allow_unnamed)
+            config.split_file or self.out / "split.json",
+            config.data,
+            dist.is_main,
+            dist.barrier,
+            shots=config.shots,
+            val_per_class=config.val_per_class,
+            seed=config.seed,
+            vocabulary=config.vocabulary,
+            names_file=config.names_file,
+            allow_unnamed=config.allow_unnamed,
+        )
 
         self.clip = load_clip(config.clip_model, config.clip_pretrained, device=dist.device, dtype=config.dtype)
         self.encoder = PromptedTextEncoder.from_clip(
-            self.clip.model, config.n_ctx, init=config.ctx_init, std=config.ctx_std,
-            generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)))
+            self.clip.model,
+            config.n_ctx,
+            init=config.ctx_init,
+            std=config.ctx_std,
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)),
+        )
         self.class_prompts = self.encoder.tokenize(self.split.names, device="cpu")
         preprocess = self.clip.model.visual.preprocess_cfg
         self.normalize = PixelNormalizer(preprocess["mean"], preprocess["std"], dist.device)
@@ -96,14 +108,25 @@ class Pretrainer:
         self.image_features = image_feature_function(self.clip.model, encode, self.cuda_graphs)
         self.num_sampled = min(config.num_sampled, len(self.split.names))
         if self.num_sampled < config.num_sampled:
-            self.log(f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
-                     f"{self.num_sampled} (a full softmax)")
-        self.optimizer = torch.optim.SGD([self.encoder.ctx], lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+            self.log(
+                f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
+                f"{self.num_sampled} (a full softmax)"
+            )
+        self.optimizer = torch.optim.SGD(
+            [self.encoder.ctx], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(learning_rate_factor, config))
-        self.step = PompStep(self.encoder, self.class_prompts, self.clip.logit_scale, self.num_sampled,
-                             config.log_base, self.optimizer, dist.sum_ if dist.active else None,
-                             cuda_graphs=self.cuda_graphs, max_positives=config.group_size)
+        self.step = PompStep(
+            self.encoder,
+            self.class_prompts,
+            self.clip.logit_scale,
+            self.num_sampled,
+            config.log_base,
+            self.optimizer,
+            dist.sum_ if dist.active else None,
+            cuda_graphs=self.cuda_graphs,
+            max_positives=config.group_size,
+        )
         self.state = RunState()
         self.train_data = self._train_dataset()
         if resume_from is not None:
@@ -113,6 +136,7 @@ class Pretrainer:
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(self.out / "tensorboard", purge_step=self.state.global_step or None)
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -120,7 +144,7 @@ class Pretrainer:
         if self.dist.is_main:
             tqdm.write(f"[pomp] {message}")
 
-    def _checkpoint_to_resume(self) -> Optional[dict]:
+    def _checkpoint_to_resume(self) -> dict | None:
         if not self.config.resume:
             return None
         path = self.out / "checkpoints" / "last.pt" if self.config.resume == "auto" else Path(self.config.resume)
@@ -130,28 +154,53 @@ class Pretrainer:
         state = load_checkpoint(path)
         different = PretrainConfig.from_dict(state["config"]).differences(self.config)
         if different:
-            raise PretrainError(f"{path} belongs to a run with other settings {different} (checkpoint, now); "
-                                "resume with the same settings or start a new run")
+            raise PretrainError(
+                f"{path} belongs to a run with other settings {different} (checkpoint, now); "
+                "resume with the same settings or start a new run"
+            )
         return state
 
     def _train_dataset(self) -> Dataset:
         config = self.config
         paths, labels = self.split.paths(config.data, "train")
-        augment = train_augmentation(self.clip.image_size, config.crop_scale_min, config.randaugment_ops,
-                                     config.randaugment_magnitude, config.randaugment, config.randaugment_prob)
+        augment = train_augmentation(
+            self.clip.image_size,
+            config.crop_scale_min,
+            config.randaugment_ops,
+            config.randaugment_magnitude,
+            config.randaugment,
+            config.randaugment_prob,
+        )
         views = MultiViewDataset(paths, labels, augment, config.views, config.seed)
         if not config.cache_image_features:
             return views
-        settings = {"image_size": self.clip.image_size, "crop_scale_min": config.crop_scale_min,
-                    "randaugment": [config.randaugment, config.randaugment_ops, config.randaugment_prob,
-                                    config.randaugment_magnitude],
-                    "dtype": str(next(self.clip.model.visual.parameters()).dtype)}
+        settings = {
+            "image_size": self.clip.image_size,
+            "crop_scale_min": config.crop_scale_min,
+            "randaugment": [
+                config.randaugment,
+                config.randaugment_ops,
+                config.randaugment_prob,
+                config.randaugment_magnitude,
+            ],
+            "dtype": str(next(self.clip.model.visual.parameters()).dtype),
+        }
         started = time.perf_counter()
-        cache = build_feature_cache(self.out / "feature_cache", cache_key(self.clip, views, settings), views,
-                                    self.clip, self.normalize, self.dist, config.group_size, config.workers,
-                                    config.progress)
-        self.log(f"feature cache ready: {len(paths)} images x {config.views} views in "
-                 f"{time.perf_counter() - started:.1f} s ({self.out / 'feature_cache'})")
+        cache = build_feature_cache(
+            self.out / "feature_cache",
+            cache_key(self.clip, views, settings),
+            views,
+            self.clip,
+            self.normalize,
+            self.dist,
+            config.group_size,
+            config.workers,
+            config.progress,
+        )
+        self.log(
+            f"feature cache ready: {len(paths)} images x {config.views} views in "
+            f"{time.perf_counter() - started:.1f} s ({self.out / 'feature_cache'})"
+        )
         self.state.skipped |= set(cache.skipped)
         return CachedFeatureDataset(cache, paths, labels)
 
@@ -162,15 +211,24 @@ class Pretrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         # the epoch's loss so far is the sum over all processes: one process (the main one) carries it on
         loss_sum, rows = (state["loss_sum"], state["rows"]) if self.dist.is_main else (0.0, 0)
-        self.state = RunState(state["epoch"], state["step_in_epoch"], state["global_step"], loss_sum, rows,
-                              set(state["skipped"]) | self.state.skipped, state["history"])
+        self.state = RunState(
+            state["epoch"],
+            state["step_in_epoch"],
+            state["global_step"],
+            loss_sum,
+            rows,
+            set(state["skipped"]) | self.state.skipped,
+            state["history"],
+        )
         rng = state["rng"]
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
-        self.log(f"resumed from step {self.state.global_step} (epoch {self.state.epoch + 1}, "
-                 f"batch {self.state.step_in_epoch})")
+        self.log(
+            f"resumed from step {self.state.global_step} (epoch {self.state.epoch + 1}, "
+            f"batch {self.state.step_in_epoch})"
+        )
 
     # ---------------------------------------------------------------------------------------------- the run
-    def run(self) -> Optional[Path]:
+    def run(self) -> Path | None:
         """Train to the last epoch and write the prompt; ``None`` if stopped early by ``stop_after_steps``."""
         config, dist = self.config, self.dist
         steps = GroupSampler.steps_per_epoch(len(self.train_data), config.group_size, config.groups_per_step)
@@ -178,22 +236,30 @@ class Pretrainer:
         if config.log_base is not None:
             value = correction_margin(len(self.class_prompts), self.num_sampled, torch.tensor([0]), config.log_base)
             margin = f"{value.item():.3f}"
-        self.log(f"{len(self.split.names)} classes, {len(self.split.train)} training and {len(self.split.val)} "
-                 f"validation images, {config.views} views; K={self.num_sampled}, correction margin {margin}; "
-                 f"{config.global_batch} images per step in {config.groups_per_step} groups of {config.group_size}; "
-                 f"{dist.world_size} process(es) on {dist.device}, {steps} steps per epoch, {config.epochs} epochs")
+        self.log(
+            f"{len(self.split.names)} classes, {len(self.split.train)} training and {len(self.split.val)} "
+            f"validation images, {config.views} views; K={self.num_sampled}, correction margin {margin}; "
+            f"{config.global_batch} images per step in {config.groups_per_step} groups of {config.group_size}; "
+            f"{dist.world_size} process(es) on {dist.device}, {steps} steps per epoch, {config.epochs} epochs"
+        )
         if self.split.empty_classes:
-            self.log(f"warning: {len(self.split.empty_classes)} class folders have no images: "
-                     f"{', '.join(self.split.empty_classes[:10])}")
+            self.log(
+                f"warning: {len(self.split.empty_classes)} class folders have no images: "
+                f"{', '.join(self.split.empty_classes[:10])}"
+            )
         while self.state.epoch < config.epochs:
             started = time.perf_counter()
             if not self._train_epoch(steps):
                 return None
             seconds = time.perf_counter() - started
             totals = dist.sum_(torch.stack([self.epoch_loss, self.epoch_loss.new_tensor(self.state.rows)]))
-            record = {"epoch": self.state.epoch + 1, "lr": self.scheduler.get_last_lr()[0],
-                      "train_loss": float(totals[0] / totals[1].clamp(min=1)), "seconds": seconds,
-                      "validation": self._validate()}
+            record = {
+                "epoch": self.state.epoch + 1,
+                "lr": self.scheduler.get_last_lr()[0],
+                "train_loss": float(totals[0] / totals[1].clamp(min=1)),
+                "seconds": seconds,
+                "validation": self._validate(),
+            }
             self.state.history.append(record)
             self._log_epoch(record)
             self.scheduler.step()
@@ -209,14 +275,33 @@ class Pretrainer:
     def _train_epoch(self, steps: int) -> bool:
         """The rest of the current epoch; False if ``stop_after_steps`` stopped it (after a checkpoint)."""
         config, dist, state = self.config, self.dist, self.state
-        sampler = GroupSampler(len(self.train_data), config.group_size, config.groups_per_step, dist.rank,
-                               dist.world_size, config.seed, state.epoch, start=state.step_in_epoch)
-        loader = DataLoader(self.train_data, batch_sampler=sampler, num_workers=config.workers,
-                            collate_fn=collate_skipping, pin_memory=dist.device.type == "cuda",
-                            generator=torch.Generator())  # keeps the global RNG untouched
+        sampler = GroupSampler(
+            len(self.train_data),
+            config.group_size,
+            config.groups_per_step,
+            dist.rank,
+            dist.world_size,
+            config.seed,
+            state.epoch,
+            start=state.step_in_epoch,
+        )
+        loader = DataLoader(
+            self.train_data,
+            batch_sampler=sampler,
+            num_workers=config.workers,
+            collate_fn=collate_skipping,
+            pin_memory=dist.device.type == "cuda",
+            generator=torch.Generator(),
+        )  # keeps the global RNG untouched
         groups = iter(loader)
-        bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
-                   unit="step", disable=not (config.progress and dist.is_main), dynamic_ncols=True)
+        bar = tqdm(
+            total=steps,
+            initial=state.step_in_epoch,
+            desc=f"epoch {state.epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not (config.progress and dist.is_main),
+            dynamic_ncols=True,
+        )
         logged_loss, logged_rows = state.loss_sum, state.rows
         window_images, window_start = 0, time.perf_counter()
         while state.step_in_epoch < steps:
@@ -234,8 +319,9 @@ class Pretrainer:
                 state.skipped.update(batch.skipped)
                 if not len(batch):
                     continue
-                negatives = group_negatives(len(self.class_prompts), self.num_sampled, config.seed,
-                                            state.global_step, number)
+                negatives = group_negatives(
+                    len(self.class_prompts), self.num_sampled, config.seed, state.global_step, number
+                )
                 inputs = self.step.prepare(batch.labels.repeat_interleave(config.views), negatives)
                 loss = self.step.accumulate(self._image_features(batch), inputs)
                 self.epoch_loss += loss.double() * inputs.rows
@@ -272,30 +358,42 @@ class Pretrainer:
             return data.float()
         return self.image_features(self.normalize(data, self.encoder.tower.dtype))
 
-    def _validate(self) -> Optional[dict]:
+    def _validate(self) -> dict | None:
         """Zero-shot accuracy over all classes on the held-out images, split across ranks; None without any."""
         paths, labels = self.split.paths(self.config.data, "val")
         if not paths:
             return None
         rank, world = self.dist.rank, self.dist.world_size
-        loader = DataLoader(ImageListDataset(paths[rank::world], labels[rank::world], self.clip.preprocess),
-                            batch_size=self.config.group_size * self.config.views, num_workers=self.config.workers,
-                            collate_fn=collate_skipping, pin_memory=self.dist.device.type == "cuda")
+        loader = DataLoader(
+            ImageListDataset(paths[rank::world], labels[rank::world], self.clip.preprocess),
+            batch_size=self.config.group_size * self.config.views,
+            num_workers=self.config.workers,
+            collate_fn=collate_skipping,
+            pin_memory=self.dist.device.type == "cuda",
+        )
         with torch.no_grad():
             text = encode_in_batches(self.encoder, self.class_prompts, 1024, normalize=True, progress=False)
-        counts, skipped = evaluate(self.clip, text, loader, progress=self.config.progress and self.dist.is_main,
-                                   total=len(loader))
+        counts, skipped = evaluate(
+            self.clip, text, loader, progress=self.config.progress and self.dist.is_main, total=len(loader)
+        )
         self.state.skipped.update(skipped)
         self.dist.sum_(counts.counts)
         return counts.summary()
 
     def _log_epoch(self, record: dict) -> None:
         validation = record["validation"]
-        accuracy = "" if validation is None else (
-            f", validation top-1 {validation['top1']:.2f}% top-5 {validation['top5']:.2f}% "
-            f"({validation['images']} images)")
-        self.log(f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, lr {record['lr']:.2e}, "
-                 f"{record['seconds']:.1f} s{accuracy}")
+        accuracy = (
+            ""
+            if validation is None
+            else (
+                f", validation top-1 {validation['top1']:.2f}% top-5 {validation['top5']:.2f}% "
+                f"({validation['images']} images)"
+            )
+        )
+        self.log(
+            f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, lr {record['lr']:.2e}, "
+            f"{record['seconds']:.1f} s{accuracy}"
+        )
         if self.writer is not None:
             self.writer.add_scalar("epoch/train_loss", record["train_loss"], record["epoch"])
             if validation is not None:
@@ -311,37 +409,68 @@ class Pretrainer:
     def _save_checkpoint(self) -> None:
         """Every rank takes part (its RNG state, epoch loss and skipped images); the main process writes."""
         self.state.loss_sum = float(self.epoch_loss)
-        totals = self.dist.sum_(torch.tensor([self.state.loss_sum, float(self.state.rows)], dtype=torch.float64,
-                                             device=self.dist.device))
+        totals = self.dist.sum_(
+            torch.tensor([self.state.loss_sum, float(self.state.rows)], dtype=torch.float64, device=self.dist.device)
+        )
         rng = self.dist.gather(rng_state())
         skipped = sorted(set().union(*self.dist.gather(sorted(self.state.skipped))))
         if self.dist.is_main:
             state = self.state
-            save_checkpoint(self.out / "checkpoints" / "last.pt", {
-                "ctx": self.encoder.ctx.detach().cpu(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
-                "global_step": state.global_step, "loss_sum": float(totals[0]), "rows": int(totals[1]),
-                "skipped": skipped,
-                "history": state.history, "config": self.config.to_dict(), "rng": rng,
-                "world_size": self.dist.world_size,
-            })
+            save_checkpoint(
+                self.out / "checkpoints" / "last.pt",
+                {
+                    "ctx": self.encoder.ctx.detach().cpu(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "epoch": state.epoch,
+                    "step_in_epoch": state.step_in_epoch,
+                    "global_step": state.global_step,
+                    "loss_sum": float(totals[0]),
+                    "rows": int(totals[1]),
+                    "skipped": skipped,
+                    "history": state.history,
+                    "config": self.config.to_dict(),
+                    "rng": rng,
+                    "world_size": self.dist.world_size,
+                },
+            )
         self.dist.barrier()
 
     def _write_throughput(self) -> None:
         summary = self.throughput.summary(self.dist.world_size)
         if self.dist.is_main:
-            summary = {**summary, "workers": self.config.workers, "world_size": self.dist.world_size,
-                       "device": str(self.dist.device), "cache_image_features": self.config.cache_image_features}
+            summary = {
+                **summary,
+                "workers": self.config.workers,
+                "world_size": self.dist.world_size,
+                "device": str(self.dist.device),
+                "cache_image_features": self.config.cache_image_features,
+            }
             atomic_write_text(self.out / "throughput.json", json.dumps(summary, indent=2) + "\n")
 
     def _prompt(self, extra: dict) -> Prompt:
         config = self.config
-        meta = {"method": "POMP", "n_ctx": config.n_ctx, "num_classes": len(self.class_prompts),
-                "num_sampled": self.num_sampled, "log_base": config.log_base, "epochs": config.epochs,
-                "shots": config.shots, "seed": config.seed, "world_size": self.dist.world_size,
-                "data": config.data, "vocabulary": config.vocabulary, **extra}
-        return Prompt(self.encoder.ctx.detach().cpu(), self.clip.name, self.clip.pretrained, meta=meta,
-                      clip_quick_gelu=self.clip.quick_gelu)
+        meta = {
+            "method": "POMP",
+            "n_ctx": config.n_ctx,
+            "num_classes": len(self.class_prompts),
+            "num_sampled": self.num_sampled,
+            "log_base": config.log_base,
+            "epochs": config.epochs,
+            "shots": config.shots,
+            "seed": config.seed,
+            "world_size": self.dist.world_size,
+            "data": config.data,
+            "vocabulary": config.vocabulary,
+            **extra,
+        }
+        return Prompt(
+            self.encoder.ctx.detach().cpu(),
+            self.clip.name,
+            self.clip.pretrained,
+            meta=meta,
+            clip_quick_gelu=self.clip.quick_gelu,
+        )
 
     def _finish(self) -> Path:
         ctx = self.encoder.ctx.detach().cpu().contiguous()
@@ -353,23 +482,34 @@ class Pretrainer:
         self._write_throughput()
         if self.dist.is_main:
             save_prompt(self._prompt({"history": self.state.history}), prompt_path)
-            summary = {"prompt": str(prompt_path), "steps": self.state.global_step, "epochs": self.config.epochs,
-                       "world_size": self.dist.world_size, "ctx_sha256_by_rank": digests,
-                       "history": self.state.history, "skipped_images": len(skipped), "skipped_paths": skipped,
-                       "empty_classes": self.split.empty_classes}
+            summary = {
+                "prompt": str(prompt_path),
+                "steps": self.state.global_step,
+                "epochs": self.config.epochs,
+                "world_size": self.dist.world_size,
+                "ctx_sha256_by_rank": digests,
+                "history": self.state.history,
+                "skipped_images": len(skipped),
+                "skipped_paths": skipped,
+                "empty_classes": self.split.empty_classes,
+            }
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
             if skipped:
-                self.log(f"skipped {len(skipped)} unreadable images (listed in {self.out / 'summary.json'}), "
-                         f"e.g. {skipped[:3]}")
+                self.log(
+                    f"skipped {len(skipped)} unreadable images (listed in {self.out / 'summary.json'}), "
+                    f"e.g. {skipped[:3]}"
+                )
             if self.split.empty_classes:
-                self.log(f"{len(self.split.empty_classes)} class folders had no images: "
-                         f"{', '.join(self.split.empty_classes[:10])}")
+                self.log(
+                    f"{len(self.split.empty_classes)} class folders had no images: "
+                    f"{', '.join(self.split.empty_classes[:10])}"
+                )
             self.log(f"prompt written to {prompt_path}")
         self.dist.barrier()
         return prompt_path
 
 
-def pretrain(config: PretrainConfig) -> Optional[Path]:
+def pretrain(config: PretrainConfig) -> Path | None:
     """Run (or continue) pre-training as ``config`` says, in this process's part of the process group.
 
     Returns the prompt file, or ``None`` if the run stopped early (``stop_after_steps``).

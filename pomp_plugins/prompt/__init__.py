@@ -1,11 +1,12 @@
 """The toolkit-agnostic POMP core: CLIP loading, the prompted text encoder, prompt files, vocabularies,
 the embedding cache and the POMP loss. Imports neither detectron2 nor mmseg."""
+
+from .atomic import atomic_save, atomic_write, atomic_write_text
 from .cache import EmbeddingCache, class_embeddings
 from .classifier import EmbeddingFileError, TextEmbeddingClassifier, classifier_weights, load_embedding_file
 from .clip import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, resolve_dtype
 from .embedder import ClipMismatchWarning, load_for_prompt, prompted_encoder, vocabulary_embeddings
 from .loss import LocalContrastPlan, correction_margin, plan_local_contrast, pomp_loss, sample_negatives
-from .atomic import atomic_save, atomic_write, atomic_write_text
 from .prompt_file import Prompt, PromptFileError, load_prompt, resolve_prompt_path, save_prompt
 from .templates import TEMPLATE_SETS, get_templates, template_embeddings
 from .text_encoder import (
@@ -27,13 +28,48 @@ from .vocabularies import (
 )
 
 __all__ = [
-    "EmbeddingFileError", "TextEmbeddingClassifier", "classifier_weights", "load_embedding_file",
-    "EmbeddingCache", "class_embeddings", "TINY_MODEL", "LoadedClip", "WeightsUnavailableError", "load_clip",
-    "resolve_dtype", "ClipMismatchWarning", "resolve_prompt_path", "load_for_prompt", "prompted_encoder",
-    "vocabulary_embeddings", "LocalContrastPlan", "correction_margin", "plan_local_contrast", "pomp_loss",
-    "sample_negatives", "Prompt", "PromptFileError", "atomic_save", "atomic_write", "atomic_write_text",
-    "load_prompt", "save_prompt", "FrozenTextTower", "HardPromptEncoder", "PromptedTextEncoder",
-    "PromptWidthError", "TokenizedPrompts", "tokenize", "VOCABULARY_NAMES", "Vocabulary", "VocabularyError",
-    "custom_vocabulary", "get_vocabulary", "read_names_file", "resolve_vocabulary", "TEMPLATE_SETS", "get_templates",
+    "EmbeddingFileError",
+    "TextEmbeddingClassifier",
+    "classifier_weights",
+    "load_embedding_file",
+    "EmbeddingCache",
+    "class_embeddings",
+    "TINY_MODEL",
+    "LoadedClip",
+    "WeightsUnavailableError",
+    "load_clip",
+    "resolve_dtype",
+    "ClipMismatchWarning",
+    "resolve_prompt_path",
+    "load_for_prompt",
+    "prompted_encoder",
+    "vocabulary_embeddings",
+    "LocalContrastPlan",
+    "correction_margin",
+    "plan_local_contrast",
+    "pomp_loss",
+    "sample_negatives",
+    "Prompt",
+    "PromptFileError",
+    "atomic_save",
+    "atomic_write",
+    "atomic_write_text",
+    "load_prompt",
+    "save_prompt",
+    "FrozenTextTower",
+    "HardPromptEncoder",
+    "PromptedTextEncoder",
+    "PromptWidthError",
+    "TokenizedPrompts",
+    "tokenize",
+    "VOCABULARY_NAMES",
+    "Vocabulary",
+    "VocabularyError",
+    "custom_vocabulary",
+    "get_vocabulary",
+    "read_names_file",
+    "resolve_vocabulary",
+    "TEMPLATE_SETS",
+    "get_templates",
     "template_embeddings",
 ]

@@ -2,12 +2,14 @@
 
 A crash mid-write leaves the previous file intact: readers see either the old or the new file, never half.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import torch
 

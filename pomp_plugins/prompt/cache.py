@@ -7,13 +7,14 @@ template gives a probe name (so the template, ``n_ctx`` and the context length);
 Entries hold unnormalised float32 embeddings (normalising happens after reading), as ``.npy`` files written
 atomically; the default folder is ``$POMP_CACHE_DIR`` or ``~/.cache/pomp_plugins/embeddings``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -62,13 +63,17 @@ def encoder_fingerprint(encoder: PromptedTextEncoder) -> str:
 class EmbeddingCache:
     """A folder of ``<key>.npy`` files, each ``[C, D]`` float32 unnormalised class embeddings."""
 
-    def __init__(self, root: Optional[str | os.PathLike] = None):
+    def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def key(self, encoder: PromptedTextEncoder, names: Sequence[str]) -> str:
         """The entry name for ``names`` through ``encoder`` (see the module docstring for what it covers)."""
-        payload = {"format": CACHE_FORMAT, "stored": "unnormalised float32", "encoder": encoder_fingerprint(encoder),
-                   "names": list(names)}
+        payload = {
+            "format": CACHE_FORMAT,
+            "stored": "unnormalised float32",
+            "encoder": encoder_fingerprint(encoder),
+            "names": list(names),
+        }
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
 
     def get_or_compute(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -87,7 +92,7 @@ class EmbeddingCache:
 def class_embeddings(
     encoder: PromptedTextEncoder,
     names: Sequence[str],
-    cache: Optional[EmbeddingCache] = None,
+    cache: EmbeddingCache | None = None,
     normalize: bool = True,
     batch_size: int = 4096,
     progress: bool = False,

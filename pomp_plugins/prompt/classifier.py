@@ -3,11 +3,12 @@
 The detectron2 and mmseg adapters put a projection in front (Linear on region features, 1x1 conv on pixel
 features) and use ``TextEmbeddingClassifier`` for the rest, so the logic lives here once.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ class EmbeddingFileError(ValueError):
     """An embedding file of the wrong shape or dimension, or one that disagrees with its vocabulary."""
 
 
-def load_embedding_file(path: str | os.PathLike, dim: Optional[int] = None) -> torch.Tensor:
+def load_embedding_file(path: str | os.PathLike, dim: int | None = None) -> torch.Tensor:
     """Read a ``.npy`` (Detic's format: ``[C, D]``, usually float16, unnormalised) or a torch ``[C, D]`` tensor.
 
     Returns ``[C, D]`` float32 exactly as stored. Raises ``EmbeddingFileError`` if it is not 2-D or if ``dim`` is
@@ -38,21 +39,22 @@ def load_embedding_file(path: str | os.PathLike, dim: Optional[int] = None) -> t
     if weights.ndim != 2:
         raise EmbeddingFileError(f"{path}: expected class embeddings of shape [C, D], found {tuple(weights.shape)}")
     if dim is not None and weights.shape[1] != dim:
-        raise EmbeddingFileError(f"{path}: embeddings have dimension {weights.shape[1]}, but the classifier "
-                                 f"expects dimension {dim}")
+        raise EmbeddingFileError(
+            f"{path}: embeddings have dimension {weights.shape[1]}, but the classifier expects dimension {dim}"
+        )
     return weights
 
 
 def classifier_weights(
-    vocabulary: Optional[Vocabulary | Sequence[str]] = None,
-    embedding_file: Optional[str | os.PathLike] = None,
-    prompt: Optional[str | os.PathLike] = None,
-    hard_prompt: Optional[str] = None,
-    clip_model: Optional[str] = None,
-    clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+    vocabulary: Vocabulary | Sequence[str] | None = None,
+    embedding_file: str | os.PathLike | None = None,
+    prompt: str | os.PathLike | None = None,
+    hard_prompt: str | None = None,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = DEFAULT_PRETRAINED,
     device: str | torch.device = "cpu",
-    dim: Optional[int] = None,
-    templates: Optional[str | Sequence[str]] = None,
+    dim: int | None = None,
+    templates: str | Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Class embeddings ``[C, D]`` float32 from an embedding file, or from a prompt (learned, hard or a template
     ensemble) over ``vocabulary``.
@@ -63,17 +65,26 @@ def classifier_weights(
     if embedding_file:
         weights = load_embedding_file(embedding_file, dim)
         if vocabulary is not None and len(vocabulary) != len(weights):
-            raise EmbeddingFileError(f"{embedding_file} holds {len(weights)} classes but the vocabulary has "
-                                     f"{len(vocabulary)}")
+            raise EmbeddingFileError(
+                f"{embedding_file} holds {len(weights)} classes but the vocabulary has {len(vocabulary)}"
+            )
         return weights
     if vocabulary is None:
         raise ValueError("class embeddings need either an embedding file or a vocabulary")
-    weights = vocabulary_embeddings(vocabulary, prompt=prompt, hard_prompt=hard_prompt, clip_model=clip_model,
-                                    clip_pretrained=clip_pretrained, device=device, normalize=False,
-                                    templates=templates)
+    weights = vocabulary_embeddings(
+        vocabulary,
+        prompt=prompt,
+        hard_prompt=hard_prompt,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        device=device,
+        normalize=False,
+        templates=templates,
+    )
     if dim is not None and weights.shape[1] != dim:
-        raise EmbeddingFileError(f"CLIP {clip_model} gives {weights.shape[1]}-d text embeddings, but the "
-                                 f"classifier expects dimension {dim}")
+        raise EmbeddingFileError(
+            f"CLIP {clip_model} gives {weights.shape[1]}-d text embeddings, but the classifier expects dimension {dim}"
+        )
     return weights
 
 
@@ -86,7 +97,7 @@ class TextEmbeddingClassifier(nn.Module):
     ``set_class_embeddings`` swaps it at test time.
     """
 
-    def __init__(self, class_embeddings: torch.Tensor, temperature: float = 50.0, bias: Optional[float] = None):
+    def __init__(self, class_embeddings: torch.Tensor, temperature: float = 50.0, bias: float | None = None):
         """``class_embeddings``: ``[C, D]``; ``bias``: initial value of a learned scalar logit bias, or ``None``."""
         super().__init__()
         self.temperature = temperature
@@ -107,8 +118,9 @@ class TextEmbeddingClassifier(nn.Module):
         if class_embeddings.ndim != 2:
             raise EmbeddingFileError(f"class embeddings must be [C, D], got {tuple(class_embeddings.shape)}")
         if check_dim and class_embeddings.shape[1] != self.dim:
-            raise EmbeddingFileError(f"new class embeddings have dimension {class_embeddings.shape[1]}, "
-                                     f"the classifier has {self.dim}")
+            raise EmbeddingFileError(
+                f"new class embeddings have dimension {class_embeddings.shape[1]}, the classifier has {self.dim}"
+            )
         device = self.class_embeddings.device
         self.class_embeddings = F.normalize(class_embeddings.detach().float(), dim=-1).to(device)
 

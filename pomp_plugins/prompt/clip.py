@@ -8,14 +8,15 @@ embeddings under the other activation. ``load_clip`` picks QuickGELU for OpenAI 
 ``openai`` tag, OpenAI's TorchScript archive, a state dict with OpenAI's key layout), and when a plain weights
 file cannot tell, the activation the caller's prompt was trained with; it says which it chose and why.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import open_clip
 import torch
@@ -52,7 +53,7 @@ class LoadedClip:
     model: nn.Module
     preprocess: Callable
     name: str
-    pretrained: Optional[str]
+    pretrained: str | None
     logit_scale: float
     quick_gelu: bool = False
     activation: str = ""
@@ -78,7 +79,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
     return _DTYPES[dtype]
 
 
-def normalize_pretrained(pretrained: Optional[str]) -> Optional[str]:
+def normalize_pretrained(pretrained: str | None) -> str | None:
     """``None``, ``""`` and ``"none"`` (any case, as configs and command lines write it) all mean random weights."""
     if pretrained is None or str(pretrained).strip().lower() in ("", "none"):
         return None
@@ -93,7 +94,7 @@ def _is_torchscript_archive(path: str) -> bool:
         return any("/code/" in name for name in archive.namelist())
 
 
-def _read_state_dict(path: str) -> Optional[dict]:
+def _read_state_dict(path: str) -> dict | None:
     """The state dict of a plain ``torch.save`` weights file (``None`` for other formats), unwrapped as open_clip
     does (a ``state_dict`` entry, a DDP ``module.`` prefix). Memory-mapped where the format allows."""
     if path.endswith((".safetensors", ".npz", ".npy")):
@@ -107,7 +108,7 @@ def _read_state_dict(path: str) -> Optional[dict]:
     if not isinstance(checkpoint, dict) or not checkpoint:
         raise WeightsUnavailableError(f"CLIP weights file {path!r} holds no state dict")
     if next(iter(checkpoint)).startswith("module."):
-        checkpoint = {key[len("module."):]: value for key, value in checkpoint.items()}
+        checkpoint = {key[len("module.") :]: value for key, value in checkpoint.items()}
     return checkpoint
 
 
@@ -117,13 +118,13 @@ def _uses_quick_gelu(model: nn.Module) -> bool:
 
 def load_clip(
     name: str = "ViT-B-16",
-    pretrained: Optional[str] = "openai",
+    pretrained: str | None = "openai",
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     seed: int = 0,
-    quick_gelu: Optional[bool] = None,
-    prompt_quick_gelu: Optional[bool] = None,
+    quick_gelu: bool | None = None,
+    prompt_quick_gelu: bool | None = None,
 ) -> LoadedClip:
     """Build an open_clip model, load its weights and freeze it.
 
@@ -190,9 +191,12 @@ def load_clip(
         choice = False
         if pretrained is not None:
             why = "open_clip's default; the weights file shows no sign of OpenAI"
-            logger.warning("CLIP weights %s: cannot tell from the file whether these are OpenAI weights; using "
-                           "GELU. If they are, use the model name %s-quickgelu (or quick_gelu=True).",
-                           pretrained, name)
+            logger.warning(
+                "CLIP weights %s: cannot tell from the file whether these are OpenAI weights; using "
+                "GELU. If they are, use the model name %s-quickgelu (or quick_gelu=True).",
+                pretrained,
+                name,
+            )
 
     try:
         with torch.random.fork_rng(devices=[]):

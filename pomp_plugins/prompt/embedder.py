@@ -4,11 +4,12 @@ Which CLIP: a prompt only works with the CLIP it was trained with, so by default
 ``clip_model=None``) the model, weights and activation come from the prompt file. Asking for another one is
 allowed (a local copy of the same weights, say) and warned about (:class:`ClipMismatchWarning`).
 """
+
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -44,14 +45,16 @@ def clip_mismatches(prompt: Prompt, clip: LoadedClip) -> list[str]:
     if normalize_pretrained(prompt.clip_pretrained) != clip.pretrained:
         found.append(f"weights {prompt.clip_pretrained or 'random'} (now {clip.pretrained or 'random'})")
     if prompt.clip_quick_gelu is not None and prompt.clip_quick_gelu != clip.quick_gelu:
+
         def act(quick: bool) -> str:
             return "QuickGELU" if quick else "GELU"
+
         found.append(f"activation {act(prompt.clip_quick_gelu)} (now {act(clip.quick_gelu)})")
     return found
 
 
 def prompted_encoder(
-    clip: LoadedClip, prompt: Optional[str | os.PathLike | Prompt] = None, hard_prompt: Optional[str] = None
+    clip: LoadedClip, prompt: str | os.PathLike | Prompt | None = None, hard_prompt: str | None = None
 ) -> PromptedTextEncoder:
     """A text encoder for ``clip`` with a learned prompt (file or ``Prompt``) or a fixed phrase (``hard_prompt``).
 
@@ -68,8 +71,12 @@ def prompted_encoder(
     prompt = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
     differences = clip_mismatches(prompt, clip)
     if differences:
-        warnings.warn(f"{source} was trained with another CLIP: {'; '.join(differences)}. Its embeddings are only "
-                      "meaningful with the CLIP it was trained with.", ClipMismatchWarning, stacklevel=2)
+        warnings.warn(
+            f"{source} was trained with another CLIP: {'; '.join(differences)}. Its embeddings are only "
+            "meaningful with the CLIP it was trained with.",
+            ClipMismatchWarning,
+            stacklevel=2,
+        )
     try:
         return PromptedTextEncoder(FrozenTextTower(clip.model), prompt.ctx)
     except PromptWidthError as error:
@@ -77,12 +84,12 @@ def prompted_encoder(
 
 
 def load_for_prompt(
-    prompt: Optional[str | os.PathLike | Prompt] = None,
-    clip_model: Optional[str] = None,
-    clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+    prompt: str | os.PathLike | Prompt | None = None,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = DEFAULT_PRETRAINED,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
-) -> tuple[LoadedClip, Optional[Prompt]]:
+) -> tuple[LoadedClip, Prompt | None]:
     """The CLIP a prompt belongs to, and the prompt read.
 
     ``clip_model``: ``None`` = the model the prompt records, else ViT-B-16. ``clip_pretrained``: ``"auto"`` =
@@ -98,29 +105,36 @@ def load_for_prompt(
     else:
         pretrained = clip_pretrained
     try:
-        clip = load_clip(name, pretrained, device=device, dtype=dtype,
-                         prompt_quick_gelu=prompt.clip_quick_gelu if prompt is not None else None)
+        clip = load_clip(
+            name,
+            pretrained,
+            device=device,
+            dtype=dtype,
+            prompt_quick_gelu=prompt.clip_quick_gelu if prompt is not None else None,
+        )
     except WeightsUnavailableError as error:
         if clip_pretrained != AUTO or not recorded:
             raise
-        raise WeightsUnavailableError(f"the prompt was trained with CLIP {name} / {pretrained}, which cannot be "
-                                      f"loaded here ({error}); pass the weights explicitly "
-                                      "(--clip-pretrained TAG_OR_FILE)") from error
+        raise WeightsUnavailableError(
+            f"the prompt was trained with CLIP {name} / {pretrained}, which cannot be "
+            f"loaded here ({error}); pass the weights explicitly "
+            "(--clip-pretrained TAG_OR_FILE)"
+        ) from error
     return clip, prompt
 
 
 def vocabulary_embeddings(
     vocabulary: Vocabulary | Sequence[str],
-    prompt: Optional[str | os.PathLike | Prompt] = None,
-    hard_prompt: Optional[str] = None,
-    clip_model: Optional[str] = None,
-    clip_pretrained: Optional[str] = DEFAULT_PRETRAINED,
+    prompt: str | os.PathLike | Prompt | None = None,
+    hard_prompt: str | None = None,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = DEFAULT_PRETRAINED,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
     cache: bool | EmbeddingCache = True,
     normalize: bool = True,
     progress: bool = False,
-    templates: Optional[str | Sequence[str]] = None,
+    templates: str | Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Classifier weights ``[C, D]`` float32 on CPU for the classes of ``vocabulary`` (a ``Vocabulary`` or names).
 

@@ -10,11 +10,11 @@ where ``s`` is CLIP's frozen logit scale, a negative equal to ``y_i`` is masked 
 The paper writes the natural log; the reference code, and the released numbers, use base 10 (m = 1.02 at
 K = 1000, N = 10,450), hence ``log_base=10`` by default.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,17 +37,18 @@ class LocalContrastPlan:
     positive_index: torch.Tensor
     negative_index: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "LocalContrastPlan":
+    def to(self, device: torch.device | str) -> LocalContrastPlan:
         """The plan on ``device`` (from the CPU to CUDA without waiting for the GPU)."""
         return LocalContrastPlan(*(to_device(getattr(self, f.name), device) for f in fields(self)))
 
 
-def sample_negatives(
-    num_classes: int, num_sampled: int, generator: Optional[torch.Generator] = None
-) -> torch.Tensor:
-    """``[K-1]`` int64 class ids drawn uniformly without replacement from ``range(num_classes)``, ``K = num_sampled``."""
+def sample_negatives(num_classes: int, num_sampled: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[K-1]`` int64 class ids drawn uniformly without replacement from ``range(num_classes)``,
+    ``K = num_sampled``."""
     if not 2 <= num_sampled <= num_classes:
-        raise ValueError(f"num_sampled (K) must be between 2 and the number of classes {num_classes}, got {num_sampled}")
+        raise ValueError(
+            f"num_sampled (K) must be between 2 and the number of classes {num_classes}, got {num_sampled}"
+        )
     return torch.randperm(num_classes, generator=generator)[: num_sampled - 1]
 
 
@@ -71,7 +72,7 @@ def pomp_loss(
     plan: LocalContrastPlan,
     logit_scale: float,
     num_classes: int,
-    log_base: Optional[float] = 10.0,
+    log_base: float | None = 10.0,
 ) -> torch.Tensor:
     """Mean cross-entropy of the local-contrast logits (scalar float32).
 

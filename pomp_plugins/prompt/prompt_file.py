@@ -15,13 +15,14 @@ file name when it follows that pattern.
 Wherever a prompt file is accepted, ``hf-hub:ORG/REPO/FILE`` (or ``hf-hub:ORG/REPO`` when the repository holds a
 single prompt file) names one on the Hugging Face model hub, fetched into (or read from) the hub's local cache.
 """
+
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -36,8 +37,13 @@ HF_HUB_PREFIX = "hf-hub:"
 PROMPT_FILE_PATTERNS = ("*.pth.tar*", "*.pt", "*.pth")
 
 # Backbone prefixes of the reference's checkpoint names (its config names) -> open_clip model names.
-_REFERENCE_BACKBONES = {"vit_b16": "ViT-B-16", "vit_b32": "ViT-B-32", "vit_l14": "ViT-L-14", "rn50": "RN50",
-                        "rn101": "RN101"}
+_REFERENCE_BACKBONES = {
+    "vit_b16": "ViT-B-16",
+    "vit_b32": "ViT-B-32",
+    "vit_l14": "ViT-L-14",
+    "rn50": "RN50",
+    "rn101": "RN101",
+}
 
 
 class PromptFileError(ValueError):
@@ -55,12 +61,12 @@ class Prompt:
     """
 
     ctx: torch.Tensor
-    clip_model: Optional[str] = None
-    clip_pretrained: Optional[str] = None
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
     class_token_position: str = "end"
     template: str = TEMPLATE
     meta: dict = field(default_factory=dict)
-    clip_quick_gelu: Optional[bool] = None
+    clip_quick_gelu: bool | None = None
 
     @property
     def n_ctx(self) -> int:
@@ -107,7 +113,7 @@ def resolve_prompt_path(spec: str | os.PathLike) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"prompt file {text!r} does not exist")
         return path
-    parts = text[len(HF_HUB_PREFIX):].strip("/").split("/", 2)
+    parts = text[len(HF_HUB_PREFIX) :].strip("/").split("/", 2)
     if len(parts) < 2 or not all(parts):
         raise PromptFileError(f"{text!r}: expected hf-hub:ORG/REPO or hf-hub:ORG/REPO/FILE")
     repo_id, filename = "/".join(parts[:2]), (parts[2] if len(parts) == 3 else None)
@@ -127,8 +133,12 @@ def resolve_prompt_path(spec: str | os.PathLike) -> Path:
             "Without access to the hub, download the file where you can and pass its local path, or copy it into "
             "the hub cache (HF_HUB_CACHE)."
         ) from error
-    candidates = sorted(p.relative_to(folder).as_posix() for pattern in PROMPT_FILE_PATTERNS
-                        for p in folder.rglob(pattern) if p.is_file())
+    candidates = sorted(
+        p.relative_to(folder).as_posix()
+        for pattern in PROMPT_FILE_PATTERNS
+        for p in folder.rglob(pattern)
+        if p.is_file()
+    )
     if len(candidates) != 1:
         found = ", ".join(candidates) or "none"
         raise PromptFileError(f"{text!r}: name one prompt file, as hf-hub:{repo_id}/FILE (prompt files there: {found})")
@@ -159,13 +169,16 @@ def load_prompt(path: str | os.PathLike) -> Prompt:
     try:
         obj = safe_torch_load(path)
     except Exception as error:  # a damaged file fails anywhere in torch's zip reader or in pickle
-        raise PromptFileError(f"{name}: expected {expected}, but it cannot be read as one (corrupt or truncated?): "
-                              f"{type(error).__name__}: {error}") from error
+        raise PromptFileError(
+            f"{name}: expected {expected}, but it cannot be read as one (corrupt or truncated?): "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
-            raise PromptFileError(f"{name}: prompt format version {obj.get('version')!r} is not one this "
-                                  f"version reads (up to {VERSION})")
+            raise PromptFileError(
+                f"{name}: prompt format version {obj.get('version')!r} is not one this version reads (up to {VERSION})"
+            )
         position = obj.get("class_token_position", "end")
         if position not in CLASS_TOKEN_POSITIONS:
             raise PromptFileError(f"{name}: class token position {position!r}; supported: {CLASS_TOKEN_POSITIONS}")
@@ -187,19 +200,23 @@ def load_prompt(path: str | os.PathLike) -> Prompt:
             clip_model = reference_backbone(path.name)
             if clip_model is not None:
                 meta["clip_from"] = "the reference's checkpoint name"
-            return Prompt(ctx=_checked_ctx(ctx, name, expected), clip_model=clip_model,
-                          clip_pretrained="openai" if clip_model else None,
-                          clip_quick_gelu=True, meta=meta)
+            return Prompt(
+                ctx=_checked_ctx(ctx, name, expected),
+                clip_model=clip_model,
+                clip_pretrained="openai" if clip_model else None,
+                clip_quick_gelu=True,
+                meta=meta,
+            )
     raise PromptFileError(f"{name}: expected {expected}, found {_describe(obj)}")
 
 
-def reference_backbone(filename: str) -> Optional[str]:
+def reference_backbone(filename: str) -> str | None:
     """The open_clip model a reference checkpoint was trained with, from its name (``vit_b32_ep5_...``)."""
     match = re.match(r"(vit_[bl]\d\d|rn50|rn101)_", filename.lower())
     return _REFERENCE_BACKBONES.get(match.group(1)) if match else None
 
 
-def _optional_str(value: Any, key: str, name: str) -> Optional[str]:
+def _optional_str(value: Any, key: str, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise PromptFileError(f"{name}: {key} should be a string, found {_describe(value)}")
@@ -208,8 +225,9 @@ def _optional_str(value: Any, key: str, name: str) -> Optional[str]:
 def _checked_ctx(ctx: Any, name: str, expected: str) -> torch.Tensor:
     if not isinstance(ctx, torch.Tensor) or ctx.ndim != 2 or not ctx.is_floating_point():
         found = f"shape {tuple(ctx.shape)}, {ctx.dtype}" if isinstance(ctx, torch.Tensor) else _describe(ctx)
-        raise PromptFileError(f"{name}: expected {expected} with a floating-point ctx of shape [n_ctx, width], "
-                              f"found {found}")
+        raise PromptFileError(
+            f"{name}: expected {expected} with a floating-point ctx of shape [n_ctx, width], found {found}"
+        )
     if not torch.isfinite(ctx).all():
         raise PromptFileError(f"{name}: ctx holds NaN or infinite values")
     return ctx.detach().float().clone()  # a fresh tensor: nothing the file attached (hooks, attributes) comes along

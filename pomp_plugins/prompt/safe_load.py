@@ -10,6 +10,7 @@ rebuilding, containers, primitive types, dtypes). Every other global becomes an 
 class: "calling" it (pickle's REDUCE/NEWOBJ) or restoring its state only records the arguments, so nothing named
 by the file ever runs, and the parts we need (tensors, dicts) load as usual.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -31,9 +32,25 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch", "device"): torch.device,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
-    **{("builtins", name): getattr(builtins, name) for name in (
-        "dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes", "bytearray",
-        "slice", "range")},
+    **{
+        ("builtins", name): getattr(builtins, name)
+        for name in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "int",
+            "float",
+            "complex",
+            "bool",
+            "str",
+            "bytes",
+            "bytearray",
+            "slice",
+            "range",
+        )
+    },
 }
 
 

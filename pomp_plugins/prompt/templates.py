@@ -7,9 +7,10 @@ the set's templates (CLIP's ImageNet recipe, and ZSSeg's ``PredefinedPromptExtra
   them (ZSSeg's ``IMAGENET_PROMPT`` is the same list in the same order);
 - ``vild``: the 14 templates of ViLD, as ZSSeg lists them (``VILD_PROMPT``; two have no final full stop).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import open_clip
 import torch
@@ -46,8 +47,9 @@ def get_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     """
     if isinstance(templates, str):
         if templates not in TEMPLATE_SETS:
-            raise ValueError(f"unknown template set {templates!r}; known: {', '.join(TEMPLATE_SETS)} (or a list of "
-                             "'{}' templates)")
+            raise ValueError(
+                f"unknown template set {templates!r}; known: {', '.join(TEMPLATE_SETS)} (or a list of '{{}}' templates)"
+            )
         return TEMPLATE_SETS[templates]
     templates = tuple(templates)
     if not templates:
@@ -59,8 +61,13 @@ def get_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def template_embeddings(clip: LoadedClip, names: Sequence[str], templates: str | Sequence[str],
-                        batch_size: int = 4096, progress: bool = False) -> torch.Tensor:
+def template_embeddings(
+    clip: LoadedClip,
+    names: Sequence[str],
+    templates: str | Sequence[str],
+    batch_size: int = 4096,
+    progress: bool = False,
+) -> torch.Tensor:
     """L2-normalised class embeddings ``[len(names), D]`` float32 on CLIP's device, one template ensemble each."""
     template_set = get_templates(templates)
     texts = [template.format(name) for name in names for template in template_set]

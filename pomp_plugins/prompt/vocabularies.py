@@ -10,15 +10,16 @@ Sources, never re-typed by hand:
   dataset ``METAINFO``. The core may not import either toolkit, so these are stored in ``data/vocabularies.json``,
   written by ``tools/make_vocabularies.py`` and checked against their sources by the tests.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Sequence
 
 import open_clip
 
@@ -27,8 +28,17 @@ TIMM_VOCABULARIES = {
     "imagenet21k-p": "imagenet21k_miil_w21_synsets.txt",
     "imagenet21k": "imagenet21k_goog_synsets.txt",
 }
-VOCABULARY_NAMES = ("imagenet21k-p", "imagenet21k", "imagenet1k", "lvis", "coco", "coco-stuff", "voc", "ade20k",
-                    "pascal-context")
+VOCABULARY_NAMES = (
+    "imagenet21k-p",
+    "imagenet21k",
+    "imagenet1k",
+    "lvis",
+    "coco",
+    "coco-stuff",
+    "voc",
+    "ade20k",
+    "pascal-context",
+)
 
 
 class VocabularyError(ValueError):
@@ -47,8 +57,8 @@ class Vocabulary:
     name: str
     names: tuple[str, ...]
     keys: tuple[str, ...]
-    frequency: Optional[tuple[str, ...]] = None
-    synonyms: Optional[tuple[tuple[str, ...], ...]] = None
+    frequency: tuple[str, ...] | None = None
+    synonyms: tuple[tuple[str, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -81,7 +91,7 @@ def _stored() -> dict:
     return json.loads(STORED_VOCABULARIES.read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_vocabulary(name: str) -> Vocabulary:
     """The named vocabulary (one of ``VOCABULARY_NAMES``)."""
     if name in TIMM_VOCABULARIES:
@@ -136,9 +146,9 @@ def read_names_file(path: str | os.PathLike) -> list[str]:
 
 
 def resolve_vocabulary(
-    vocabulary: Optional[str] = None,
-    names: Optional[str | Sequence[str]] = None,
-    names_file: Optional[str | os.PathLike] = None,
+    vocabulary: str | None = None,
+    names: str | Sequence[str] | None = None,
+    names_file: str | os.PathLike | None = None,
 ) -> Vocabulary:
     """Exactly one of: a vocabulary name, names (a comma-separated string or a list), or a names file."""
     given = [v is not None for v in (vocabulary, names, names_file)]

@@ -8,10 +8,11 @@ State-dict keys are Detic's: ``patch_embed.{proj,norm}``, ``layers.<i>.blocks.<j
 relative_position_bias_table,relative_position_index},norm2,mlp.{fc1,fc2}}``, ``layers.<i>.downsample.{norm,
 reduction}``, ``norm<i>`` for each output; FPN with P6/P7 on P5 as the timm ResNet's.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,13 @@ SWIN_SIZES = {
     "S": dict(window_size=7, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
     "B": dict(window_size=7, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.3),
     "B-22k": dict(window_size=7, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.3),
-    "B-22k-384": dict(window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                      drop_path_rate=0.3),
+    "B-22k-384": dict(
+        window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.3
+    ),
     "L-22k": dict(window_size=7, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.3),
-    "L-22k-384": dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48),
-                      drop_path_rate=0.3),
+    "L-22k-384": dict(
+        window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.3
+    ),
 }
 
 
@@ -77,8 +80,9 @@ class SwinBlock(nn.Module):
         Hp, Wp = y.shape[1:3]
         if self.shift_size > 0:
             y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        windows = self.attn(window_partition(y, (ws, ws)).view(-1, ws * ws, C),
-                            mask=mask if self.shift_size > 0 else None)
+        windows = self.attn(
+            window_partition(y, (ws, ws)).view(-1, ws * ws, C), mask=mask if self.shift_size > 0 else None
+        )
         y = window_reverse(windows.view(-1, ws, ws, C), (ws, ws), Hp, Wp)
         if self.shift_size > 0:
             y = torch.roll(y, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
@@ -89,21 +93,25 @@ class SwinBlock(nn.Module):
 class SwinStage(nn.Module):
     """Detic's ``BasicLayer``: blocks (alternately shifted), then the patch merging of the next stage."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
-                 downsample: bool):
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float], downsample: bool
+    ):
         super().__init__()
         self.window_size, self.shift_size = window_size, window_size // 2
-        self.blocks = nn.ModuleList([
-            SwinBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, drop_path[i])
-            for i in range(depth)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                SwinBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, drop_path[i])
+                for i in range(depth)
+            ]
+        )
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, H, W, C]`` -> (stage output ``[B, H, W, C]``, input of the next stage)."""
         ws = self.window_size
-        mask = shift_mask(math.ceil(x.shape[1] / ws) * ws, math.ceil(x.shape[2] / ws) * ws, ws, self.shift_size,
-                          x.device).to(x.dtype)
+        mask = shift_mask(
+            math.ceil(x.shape[1] / ws) * ws, math.ceil(x.shape[2] / ws) * ws, ws, self.shift_size, x.device
+        ).to(x.dtype)
         for block in self.blocks:
             x = block(x, mask)
         return x, (self.downsample(x) if self.downsample is not None else x)
@@ -112,19 +120,41 @@ class SwinStage(nn.Module):
 class SwinBackbone(Backbone):
     """Swin Transformer -> ``{"swin<i>": [B, C_i, H / 2**(i+2), W / 2**(i+2)]}`` for ``out_indices`` ``i``."""
 
-    def __init__(self, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], window_size: int = 7,
-                 drop_path_rate: float = 0.2, out_indices: Sequence[int] = (1, 2, 3), patch_size: int = 4):
+    def __init__(
+        self,
+        embed_dim: int,
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        window_size: int = 7,
+        drop_path_rate: float = 0.2,
+        out_indices: Sequence[int] = (1, 2, 3),
+        patch_size: int = 4,
+    ):
         super().__init__()
         self.out_indices = tuple(out_indices)
-        self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, embed_dim=embed_dim,
-                                      norm_layer=nn.LayerNorm, output_fmt="NHWC", strict_img_size=False,
-                                      dynamic_img_pad=True)
+        self.patch_embed = PatchEmbed(
+            img_size=None,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            norm_layer=nn.LayerNorm,
+            output_fmt="NHWC",
+            strict_img_size=False,
+            dynamic_img_pad=True,
+        )
         rates = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
-        self.layers = nn.ModuleList([
-            SwinStage(embed_dim * 2**i, depths[i], num_heads[i], window_size,
-                      rates[sum(depths[:i]):sum(depths[:i + 1])], downsample=i < len(depths) - 1)
-            for i in range(len(depths))
-        ])
+        self.layers = nn.ModuleList(
+            [
+                SwinStage(
+                    embed_dim * 2**i,
+                    depths[i],
+                    num_heads[i],
+                    window_size,
+                    rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                    downsample=i < len(depths) - 1,
+                )
+                for i in range(len(depths))
+            ]
+        )
         self.num_features = [embed_dim * 2**i for i in range(len(depths))]
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
@@ -168,6 +198,11 @@ def build_pomp_swin_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         raise PompConfigError("MODEL.SWIN.USE_CHECKPOINT (activation checkpointing) is not implemented")
     bottom_up = SwinBackbone(**SWIN_SIZES[cfg.MODEL.SWIN.SIZE], out_indices=cfg.MODEL.SWIN.OUT_FEATURES)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(bottom_up=bottom_up, in_features=cfg.MODEL.FPN.IN_FEATURES, out_channels=out_channels,
-               norm=cfg.MODEL.FPN.NORM, top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-               fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

@@ -3,10 +3,11 @@
 Keys: ``bottom_up.base.{conv1,bn1,layer1..4,fc}.*`` (timm's ResNet, frozen BatchNorm), ``fpn_lateral3..5``,
 ``fpn_output3..5``, ``top_block.p6``, ``top_block.p7`` — Detic's. Features ``layer3..5`` (strides 8-32).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -40,7 +41,7 @@ class TimmResNet(Backbone):
         self.out_levels = tuple(out_levels)
         self._out_features = [f"layer{level}" for level in out_levels]
         self._out_feature_channels = {f"layer{level}": _CHANNELS[level] for level in out_levels}
-        self._out_feature_strides = {f"layer{level}": 2 ** level for level in out_levels}  # as Detic (level 1: 2)
+        self._out_feature_strides = {f"layer{level}": 2**level for level in out_levels}  # as Detic (level 1: 2)
         if freeze_at >= 1:
             self.base.conv1 = _frozen(self.base.conv1)
         if freeze_at >= 2:
@@ -79,6 +80,11 @@ def build_pomp_p67_timm_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         raise PompConfigError("MODEL.TIMM.PRETRAINED downloads weights; load them with MODEL.WEIGHTS instead")
     bottom_up = TimmResNet(timm.BASE_NAME, timm.OUT_LEVELS, freeze_at=timm.FREEZE_AT, norm=timm.NORM)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(bottom_up=bottom_up, in_features=cfg.MODEL.FPN.IN_FEATURES, out_channels=out_channels,
-               norm=cfg.MODEL.FPN.NORM, top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-               fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
