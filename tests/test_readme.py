@@ -15,9 +15,8 @@ def setup_commands() -> list[str]:
 def test_readme_has_exactly_two_setup_commands():
     demo, tests = setup_commands()
     assert demo == "bash tools/install.sh && .venv/bin/python tools/demo.py"
-    assert tests == (
-        "bash tools/install.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python -m pytest"
-    )
+    lint = ".venv/bin/ruff check . && .venv/bin/ruff format --check ."
+    assert tests == f"bash tools/install.sh && {lint} && .venv/bin/python -m pytest"
 
 
 def test_ci_runs_the_readme_test_command():

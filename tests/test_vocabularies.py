@@ -22,6 +22,7 @@ SIZES = {
     "voc": 20,
     "ade20k": 150,
     "pascal-context": 59,
+    "objects365": 365,
 }
 
 

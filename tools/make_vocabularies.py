@@ -35,6 +35,8 @@ def collect() -> dict:
     from mmseg.datasets import ADE20KDataset, COCOStuffDataset, PascalContextDataset59, PascalVOCDataset
 
     lvis = sorted(LVIS_CATEGORIES, key=lambda c: c["id"])
+    from centernet.data.datasets.objects365 import categories_v1
+
     voc = [c for c in PascalVOCDataset.METAINFO["classes"] if c != "background"]
     return {
         "lvis": _entry(
@@ -52,6 +54,10 @@ def collect() -> dict:
         "ade20k": _entry(ADE20KDataset.METAINFO["classes"], source="mmseg ADE20KDataset.METAINFO"),
         "pascal-context": _entry(
             PascalContextDataset59.METAINFO["classes"], source="mmseg PascalContextDataset59.METAINFO"
+        ),
+        "objects365": _entry(
+            [c["name"] for c in sorted(categories_v1, key=lambda c: c["id"])],
+            source="centernet.data.datasets.objects365.categories_v1 (Objects365 v1)",
         ),
     }
 

@@ -1,63 +1,22 @@
 """Which classes a detector knows: vocabularies from config strings, their embeddings, and the test-time swap.
 
-A vocabulary string (``MODEL.POMP.VOCABULARY`` / ``TEST_VOCABULARY``, the tools' options) is one of: a named
-vocabulary of the core (``lvis``, ``coco``, ...) or ``objects365``, a names file (``.txt``/``.json``), or
-comma-separated names.
+A vocabulary string (``MODEL.POMP.VOCABULARY`` / ``TEST_VOCABULARY``, the tools' options) is any spec of the
+core's :func:`~pomp_plugins.prompt.parse_vocabulary`: a named vocabulary (``lvis``, ``coco``, ``objects365``, ...),
+a names file (``.txt``/``.json``), or comma-separated names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
 from torch import nn
 
-from pomp_plugins.prompt import (
-    VOCABULARY_NAMES,
-    Vocabulary,
-    VocabularyError,
-    classifier_weights,
-    custom_vocabulary,
-    get_vocabulary,
-    load_embedding_file,
-    resolve_vocabulary,
-)
+from pomp_plugins.prompt import Vocabulary, classifier_weights, custom_vocabulary, load_embedding_file, parse_vocabulary
 
 from .config import PompConfigError
-
-
-def objects365_names() -> list[str]:
-    """The 365 Objects365 (v1) class names in category-id order, as CenterNet2 ships them."""
-    from centernet.data.datasets.objects365 import categories_v1
-
-    return [c["name"] for c in sorted(categories_v1, key=lambda c: c["id"])]
-
-
-def parse_vocabulary(spec: str) -> Vocabulary:
-    """A ``Vocabulary`` from a name (the core's, or ``objects365``), a names file or comma-separated names.
-
-    Raises:
-        VocabularyError: an unknown name (the known ones are listed), or a bad class list.
-        FileNotFoundError: ``spec`` looks like a names file that does not exist.
-    """
-    spec = spec.strip()
-    if spec in VOCABULARY_NAMES:
-        return get_vocabulary(spec)
-    if spec.lower() == "objects365":
-        return custom_vocabulary(objects365_names(), name="objects365")
-    if "," in spec:
-        return custom_vocabulary(spec.split(","))
-    if Path(spec).suffix in (".txt", ".json") or Path(spec).is_file():
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"names file {spec!r} does not exist")
-        return resolve_vocabulary(names_file=spec)
-    raise VocabularyError(
-        f"unknown vocabulary {spec!r}; expected one of {', '.join(VOCABULARY_NAMES)}, "
-        "objects365, a names file (.txt or .json) or comma-separated class names"
-    )
 
 
 def vocabulary_metadata(vocabulary: Vocabulary | Sequence[str]) -> Metadata:

@@ -23,6 +23,7 @@ from .vocabularies import (
     VocabularyError,
     custom_vocabulary,
     get_vocabulary,
+    parse_vocabulary,
     read_names_file,
     resolve_vocabulary,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "VocabularyError",
     "custom_vocabulary",
     "get_vocabulary",
+    "parse_vocabulary",
     "read_names_file",
     "resolve_vocabulary",
     "TEMPLATE_SETS",

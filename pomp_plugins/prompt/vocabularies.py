@@ -6,9 +6,10 @@ Sources, never re-typed by hand:
   exactly the reference's names (``class_description`` of Alibaba-MIIL's semantic tree, ``_`` read as a space);
   ``tools/make_vocabularies.py --compare-imagenet21k-p`` checks that against the tree;
 - ``imagenet1k``: open_clip's ``IMAGENET_CLASSNAMES`` (OpenAI's cleaned names), keyed by timm's synsets;
-- ``lvis``, ``coco``: detectron2's metadata; ``coco-stuff``, ``voc``, ``ade20k``, ``pascal-context``: mmseg's
-  dataset ``METAINFO``. The core may not import either toolkit, so these are stored in ``data/vocabularies.json``,
-  written by ``tools/make_vocabularies.py`` and checked against their sources by the tests.
+- ``lvis``, ``coco``: detectron2's metadata; ``objects365`` (v1): CenterNet2's; ``coco-stuff``,
+  ``voc``, ``ade20k``, ``pascal-context``: mmseg's dataset ``METAINFO``. The core may not import the toolkits, so
+  these are stored in ``data/vocabularies.json``, written by ``tools/make_vocabularies.py`` and checked against
+  their sources by the tests.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ VOCABULARY_NAMES = (
     "voc",
     "ade20k",
     "pascal-context",
+    "objects365",
 )
 
 
@@ -145,17 +147,50 @@ def read_names_file(path: str | os.PathLike) -> list[str]:
     return [line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
 
 
+VocabularySpec = str | os.PathLike | Sequence[str] | Vocabulary
+VOCABULARY_SPEC_HELP = (
+    f"one of {', '.join(VOCABULARY_NAMES)}, a names file (.txt: one name per line; .json: a list), "
+    "comma-separated names, or a list of names"
+)
+
+
+def parse_vocabulary(spec: VocabularySpec) -> Vocabulary:
+    """The ``Vocabulary`` a vocabulary spec names: the one parser of class lists for every tool, config and plugin.
+
+    ``spec`` is a ``Vocabulary`` (returned as it is); a list of names; or a string: a named vocabulary of
+    ``VOCABULARY_NAMES``, a names file (``.txt``/``.json``, or any existing file, see :func:`read_names_file`), or
+    comma-separated names (``"cat, dog ,traffic light"``). Names are stripped.
+
+    Raises:
+        VocabularyError: an unknown name (the accepted forms are listed), an empty list, an empty or repeated name.
+        FileNotFoundError: ``spec`` names a ``.txt``/``.json`` file that does not exist.
+    """
+    if isinstance(spec, Vocabulary):
+        return spec
+    if isinstance(spec, os.PathLike) or isinstance(spec, str) and Path(spec.strip()).is_file():
+        return custom_vocabulary(read_names_file(spec), name=Path(spec).stem)
+    if not isinstance(spec, str):
+        return custom_vocabulary(list(spec))
+    text = spec.strip()
+    if text in VOCABULARY_NAMES:
+        return get_vocabulary(text)
+    if "," in text:
+        return custom_vocabulary(text.split(","))
+    if Path(text).suffix in (".txt", ".json"):
+        raise FileNotFoundError(f"names file {text!r} does not exist")
+    raise VocabularyError(f"unknown vocabulary {text!r}; expected {VOCABULARY_SPEC_HELP}")
+
+
 def resolve_vocabulary(
-    vocabulary: str | None = None,
+    vocabulary: VocabularySpec | None = None,
     names: str | Sequence[str] | None = None,
     names_file: str | os.PathLike | None = None,
 ) -> Vocabulary:
-    """Exactly one of: a vocabulary name, names (a comma-separated string or a list), or a names file."""
-    given = [v is not None for v in (vocabulary, names, names_file)]
-    if sum(given) != 1:
+    """Exactly one of a vocabulary spec, names (a comma-separated string or a list) or a names file, parsed by
+    :func:`parse_vocabulary` (the form of command lines with separate ``--names``/``--names-file`` options)."""
+    given = [spec for spec in (vocabulary, names, names_file) if spec is not None]
+    if len(given) != 1:
         raise VocabularyError("give exactly one of a vocabulary name, a list of names, or a names file")
-    if vocabulary is not None:
-        return get_vocabulary(vocabulary)
-    if names is not None:
-        return custom_vocabulary(names.split(",") if isinstance(names, str) else names)
-    return custom_vocabulary(read_names_file(names_file), name=Path(names_file).stem)
+    if names_file is not None and not Path(names_file).is_file():
+        raise FileNotFoundError(f"names file {str(names_file)!r} does not exist")
+    return parse_vocabulary(given[0])
