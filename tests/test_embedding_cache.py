@@ -15,7 +15,6 @@ from pomp_plugins.prompt import (
     load_for_prompt,
     prompted_encoder,
     save_prompt,
-    vocabulary_embeddings,
 )
 
 
@@ -23,7 +22,7 @@ def test_second_request_reads_the_cache(tmp_path, tiny_clip, monkeypatch):
     cache = EmbeddingCache(tmp_path)
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
     names = ["cat", "dog", "zebra"]
-    first = class_embeddings(encoder, names, cache)
+    first = cache.encode(encoder, names)
     assert len(list(tmp_path.glob("*.npy"))) == 1
 
     def must_not_run(*args, **kwargs):
@@ -31,7 +30,7 @@ def test_second_request_reads_the_cache(tmp_path, tiny_clip, monkeypatch):
 
     monkeypatch.setattr(PromptedTextEncoder, "encode_names", must_not_run)
     start = time.perf_counter()
-    second = class_embeddings(encoder, names, cache)
+    second = cache.encode(encoder, names)
     assert time.perf_counter() - start < 0.5
     assert torch.equal(first, second) and first.shape == (3, 64)
 
@@ -54,10 +53,10 @@ def test_changed_prompt_weights_or_names_never_hit_a_stale_entry(tmp_path, tiny_
     assert cache.key(bf16, ["cat"]) != cache.key(other, ["cat"])
 
 
-def test_vocabulary_embeddings_end_to_end(tmp_path, tiny_clip):
+def test_class_embeddings_end_to_end(tmp_path, tiny_clip):
     prompt_path = tmp_path / "p.pt"
     save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", None), prompt_path)
-    weights = vocabulary_embeddings(["cat", "dog"], prompt=prompt_path, clip_pretrained=None, cache=False)
+    weights = class_embeddings(["cat", "dog"], prompt=prompt_path, clip_pretrained=None, cache=False)
     assert weights.shape == (2, 64) and torch.allclose(weights.norm(dim=-1), torch.ones(2))
 
 
@@ -81,9 +80,10 @@ def test_activation_and_template_are_in_the_key(tmp_path, tiny_clip, monkeypatch
     assert torch.equal(quick.model.token_embedding.weight, tiny_clip.model.token_embedding.weight)
     gelu_encoder = PromptedTextEncoder.from_clip(tiny_clip.model, init="a photo of a")
     quick_encoder = PromptedTextEncoder(PromptedTextEncoder.from_clip(quick.model).tower, gelu_encoder.ctx)
-    wrong = class_embeddings(gelu_encoder, names, cache)
-    right = class_embeddings(quick_encoder, names, cache)
-    assert torch.allclose(right, class_embeddings(quick_encoder, names, None), atol=1e-6)
+    wrong = cache.encode(gelu_encoder, names)
+    right = cache.encode(quick_encoder, names)
+    with torch.no_grad():
+        assert torch.allclose(right, quick_encoder.encode_names(names, normalize=False), atol=1e-6)
     assert not torch.allclose(right, wrong, atol=1e-4)
     assert len(list(tmp_path.glob("*.npy"))) == 2
 

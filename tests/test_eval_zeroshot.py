@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pomp_plugins.classification import AccuracyCounts, text_classifier
+from pomp_plugins.classification import AccuracyCounts
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
+from pomp_plugins.prompt import class_embeddings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def test_accuracy_counts_on_known_logits():
 
 def test_openai_ensemble_is_the_mean_of_open_clips_template_embeddings(tiny_clip):
     names = ["cat", "traffic light"]
-    ours = text_classifier(tiny_clip, names, templates="openai")
+    ours = class_embeddings(names, clip=tiny_clip, cache=False, templates="openai")
     with torch.no_grad():
         expected = torch.stack(
             [

@@ -97,9 +97,9 @@ def test_export_takes_the_clip_from_the_prompt_and_warns_when_told_otherwise(tmp
     info = export("--prompt", str(prompt), "--names", "cat,dog", "--out", str(out), "--float32", "--no-cache")
     assert (info["clip_model"], info["clip_pretrained"]) == ("pomp-tiny", str(weights))
     assert info["clip_activation"].startswith("GELU (the activation the prompt was trained with")
-    from pomp_plugins.prompt import vocabulary_embeddings
+    from pomp_plugins.prompt import class_embeddings
 
-    expected = vocabulary_embeddings(["cat", "dog"], prompt=prompt, cache=False, normalize=False)
+    expected = class_embeddings(["cat", "dog"], prompt=prompt, cache=False, normalize=False)
     assert np.allclose(np.load(out), expected.numpy(), atol=1e-5)
 
     spec = importlib.util.spec_from_file_location("export_embeddings", ROOT / "tools" / "export_embeddings.py")

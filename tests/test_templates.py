@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_plugins.prompt import TEMPLATE_SETS, get_templates, template_embeddings, vocabulary_embeddings
+from pomp_plugins.prompt import TEMPLATE_SETS, class_embeddings, get_templates, template_embeddings
 
 
 def test_template_sets_are_zssegs():
@@ -42,12 +42,12 @@ def test_ensemble_is_the_normalised_mean_of_normalised_template_embeddings(tiny_
         )
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(
-        vocabulary_embeddings(names, templates=templates, clip_model="pomp-tiny", clip_pretrained=None),
+        class_embeddings(names, templates=templates, clip_model="pomp-tiny", clip_pretrained=None),
         expected,
         atol=1e-5,
         rtol=1e-5,
     )
     with pytest.raises(ValueError, match="exactly one"):
-        vocabulary_embeddings(
+        class_embeddings(
             names, templates="vild", hard_prompt="a photo of a", clip_model="pomp-tiny", clip_pretrained=None
         )

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_plugins.classification import AccuracyCounts, text_classifier
+from pomp_plugins.classification import AccuracyCounts
 from pomp_plugins.classification.image_folder import Batch
 from pomp_plugins.classification.zeroshot import evaluate, image_features
-from pomp_plugins.prompt import Prompt, save_prompt
+from pomp_plugins.prompt import Prompt, class_embeddings, save_prompt
 
 NAMES = ["cat", "traffic light", "golden retriever"]
 
@@ -30,7 +30,7 @@ def coop_text_features(model, ctx: torch.Tensor, names: list[str]) -> torch.Tens
 def test_a_loaded_prompt_files_ctx_is_what_encodes_the_classes(tiny_clip, tmp_path):
     ctx = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
     save_prompt(Prompt(ctx, clip_model="pomp-tiny"), tmp_path / "prompt.pt")
-    ours = text_classifier(tiny_clip, NAMES, prompt=tmp_path / "prompt.pt")
+    ours = class_embeddings(NAMES, clip=tiny_clip, cache=False, prompt=tmp_path / "prompt.pt")
     with torch.no_grad():
         expected = coop_text_features(tiny_clip.model, ctx, NAMES)
         other_ctx = coop_text_features(tiny_clip.model, torch.zeros(4, 64), NAMES)
@@ -40,7 +40,7 @@ def test_a_loaded_prompt_files_ctx_is_what_encodes_the_classes(tiny_clip, tmp_pa
 
 
 def test_a_hard_prompt_classifier_is_open_clips_normalised_encode_text(tiny_clip):
-    ours = text_classifier(tiny_clip, NAMES, hard_prompt="a photo of a")
+    ours = class_embeddings(NAMES, clip=tiny_clip, cache=False, hard_prompt="a photo of a")
     with torch.no_grad():
         expected = F.normalize(
             tiny_clip.model.encode_text(open_clip.tokenize([f"a photo of a {n}." for n in NAMES])), dim=-1
@@ -50,11 +50,11 @@ def test_a_hard_prompt_classifier_is_open_clips_normalised_encode_text(tiny_clip
 
 def test_a_classifier_needs_exactly_one_source_and_a_known_template_set(tiny_clip):
     with pytest.raises(ValueError, match="exactly one"):
-        text_classifier(tiny_clip, NAMES)
+        class_embeddings(NAMES, clip=tiny_clip, cache=False)
     with pytest.raises(ValueError, match="exactly one"):
-        text_classifier(tiny_clip, NAMES, hard_prompt="a photo of a", templates="openai")
+        class_embeddings(NAMES, clip=tiny_clip, cache=False, hard_prompt="a photo of a", templates="openai")
     with pytest.raises(ValueError, match="unknown template set 'nope'; known: imagenet80, openai, vild"):
-        text_classifier(tiny_clip, NAMES, templates="nope")
+        class_embeddings(NAMES, clip=tiny_clip, cache=False, templates="nope")
 
 
 def test_image_features_are_normalised_encode_image_in_the_models_dtype(tiny_clip):

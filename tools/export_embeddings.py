@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pomp_plugins.prompt import EmbeddingCache, class_embeddings, load_for_prompt, prompted_encoder
+from pomp_plugins.prompt import class_embeddings, load_for_prompt
 from pomp_plugins.prompt.cli import (
     add_clip_arguments,
     add_prompt_arguments,
@@ -51,9 +51,10 @@ def main(argv=None) -> int:
     vocabulary = vocabulary_from_args(args)
     clip, prompt = load_for_prompt(args.prompt, args.clip_model, clip_pretrained(args), args.device, args.dtype)
     print(clip.describe(), file=sys.stderr)
-    encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=prompt_from_args(args)["hard_prompt"])
-    cache = None if args.no_cache else EmbeddingCache()
-    embeddings = class_embeddings(encoder, vocabulary.names, cache, normalize=args.normalize, progress=True)
+    source = {"prompt": prompt} if prompt is not None else {"hard_prompt": prompt_from_args(args)["hard_prompt"]}
+    embeddings = class_embeddings(
+        vocabulary, clip=clip, normalize=args.normalize, cache=not args.no_cache, progress=True, **source
+    )
     array = embeddings.numpy().astype(np.float32 if args.float32 else np.float16)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""Zero-shot image classification with POMP prompts: ImageFolder datasets, text classifiers, accuracy."""
+"""Zero-shot image classification with POMP prompts: image-folder datasets, image features, accuracy."""
 
 from .image_folder import ImageFolder, ImageListDataset, class_names, collate_skipping, load_rgb
-from .zeroshot import AccuracyCounts, evaluate, image_features, text_classifier
+from .zeroshot import AccuracyCounts, evaluate, image_features
 
 __all__ = [
     "ImageFolder",
@@ -12,5 +12,4 @@ __all__ = [
     "AccuracyCounts",
     "evaluate",
     "image_features",
-    "text_classifier",
 ]

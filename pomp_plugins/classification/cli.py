@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from ..prompt.cache import EmbeddingCache
 from ..prompt.cli import add_clip_arguments, add_prompt_arguments, add_vocabulary_arguments, clip_pretrained
-from ..prompt.embedder import DEFAULT_HARD_PROMPT, load_for_prompt
+from ..prompt.embedder import DEFAULT_HARD_PROMPT, class_embeddings, load_for_prompt
 from ..prompt.templates import TEMPLATE_SETS
 from ..prompt.vocabularies import resolve_vocabulary
 from .image_folder import ImageFolder, ImageListDataset, collate_skipping
-from .zeroshot import evaluate, text_classifier
+from .zeroshot import evaluate
 
 EXAMPLES = """examples:
   eval_zeroshot.py --data imagenet21k_resized/imagenet21k_val --vocabulary imagenet21k-p \\
@@ -105,9 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prompt_kwargs, described = {"prompt": prompt}, f"prompt file {args.prompt}"
     else:
         prompt_kwargs, described = {"hard_prompt": args.hard_prompt}, f"hard prompt '{args.hard_prompt} {{name}}.'"
-    text_features = text_classifier(
-        clip, dataset_tree.names, cache=EmbeddingCache(), progress=not args.no_progress, **prompt_kwargs
-    )
+    text_features = class_embeddings(
+        dataset_tree.names, clip=clip, cache=EmbeddingCache(), progress=not args.no_progress, **prompt_kwargs
+    ).to(clip.model.logit_scale.device)
 
     loader = DataLoader(
         ImageListDataset(paths, labels, clip.preprocess),

@@ -1,49 +1,17 @@
-"""Zero-shot image classification: class-name prompts through CLIP's text tower, images through its image tower,
-cosine similarity, and top-1 / top-5 / mean per-class accuracy."""
+"""Zero-shot image classification: images through CLIP's image tower against class embeddings
+(:func:`pomp_plugins.prompt.class_embeddings`), cosine similarity, and top-1 / top-5 / mean per-class accuracy."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..prompt.cache import EmbeddingCache, class_embeddings
 from ..prompt.clip import LoadedClip
-from ..prompt.embedder import prompted_encoder
-from ..prompt.prompt_file import Prompt
-from ..prompt.templates import template_embeddings
 from .image_folder import Batch
-
-
-def text_classifier(
-    clip: LoadedClip,
-    names: Sequence[str],
-    prompt: str | os.PathLike | Prompt | None = None,
-    hard_prompt: str | None = None,
-    templates: str | None = None,
-    cache: EmbeddingCache | None = None,
-    batch_size: int = 4096,
-    progress: bool = False,
-) -> torch.Tensor:
-    """L2-normalised class embeddings ``[C, D]`` float32 on CLIP's device.
-
-    Exactly one of: ``prompt`` (a learned POMP prompt), ``hard_prompt`` (a phrase, ``"a photo of a"`` makes
-    ``"a photo of a {name}."``) or ``templates`` (a set of ``pomp_plugins.prompt.templates``: ``"openai"`` /
-    ``"imagenet80"``, the 80 templates of OpenAI's ImageNet zero-shot ensemble, or ``"vild"``; each class is the
-    normalised mean of its normalised template embeddings).
-    """
-    if sum(x is not None for x in (prompt, hard_prompt, templates)) != 1:
-        raise ValueError("give exactly one of a prompt file, a hard prompt, or a template set")
-    device = clip.model.logit_scale.device
-    if templates is None:
-        encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=hard_prompt)
-        features = class_embeddings(encoder, names, cache, batch_size=batch_size, progress=progress)
-        return features.to(device)
-    return template_embeddings(clip, names, templates, batch_size, progress)
 
 
 def model_dtype(module: nn.Module) -> torch.dtype:

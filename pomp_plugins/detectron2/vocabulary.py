@@ -14,7 +14,7 @@ from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
 from torch import nn
 
-from pomp_plugins.prompt import Vocabulary, classifier_weights, custom_vocabulary, load_embedding_file, parse_vocabulary
+from pomp_plugins.prompt import Vocabulary, class_embeddings, custom_vocabulary, parse_vocabulary
 
 from .config import PompConfigError
 
@@ -38,7 +38,7 @@ def config_metadata(cfg: CfgNode) -> Metadata:
 
 
 def text_encoder_arguments(cfg: CfgNode) -> dict:
-    """The prompt and CLIP keyword arguments of ``classifier_weights`` given by ``cfg.MODEL.POMP``."""
+    """The prompt and CLIP keyword arguments of ``class_embeddings`` given by ``cfg.MODEL.POMP``."""
     pomp = cfg.MODEL.POMP
     if pomp.PROMPT and pomp.TEMPLATES:
         raise PompConfigError(
@@ -55,11 +55,17 @@ def text_encoder_arguments(cfg: CfgNode) -> dict:
     }
 
 
-def vocabulary_embeddings(cfg: CfgNode, spec: str) -> torch.Tensor:
-    """``[C, D]`` float32 embeddings of the vocabulary ``spec`` with the prompt and CLIP model ``cfg`` names."""
-    return classifier_weights(
-        parse_vocabulary(spec), dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM, **text_encoder_arguments(cfg)
+def _encode(cfg: CfgNode, spec: str) -> torch.Tensor:
+    """``[C, D]`` float32 raw text embeddings of the vocabulary ``spec`` with the prompt and CLIP ``cfg`` names
+    (unnormalised: ``NORM_WEIGHT`` decides, as for Detic's .npy files)."""
+    return class_embeddings(
+        spec, dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM, normalize=False, **text_encoder_arguments(cfg)
     )
+
+
+def _read_file(cfg: CfgNode, path: str) -> torch.Tensor:
+    """``[C, D]`` float32 rows of a Detic .npy as stored, checked against ``ZEROSHOT_WEIGHT_DIM``."""
+    return class_embeddings(embedding_file=path, dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM, normalize=False)
 
 
 def config_class_embeddings(cfg: CfgNode) -> torch.Tensor | None:
@@ -73,11 +79,11 @@ def config_class_embeddings(cfg: CfgNode) -> torch.Tensor | None:
     """
     pomp, box = cfg.MODEL.POMP, cfg.MODEL.ROI_BOX_HEAD
     if pomp.VOCABULARY:
-        embeddings, source = vocabulary_embeddings(cfg, pomp.VOCABULARY), f"MODEL.POMP.VOCABULARY {pomp.VOCABULARY}"
+        embeddings, source = _encode(cfg, pomp.VOCABULARY), f"MODEL.POMP.VOCABULARY {pomp.VOCABULARY}"
     elif box.ZEROSHOT_WEIGHT_PATH == "rand":
         return None
     else:
-        embeddings = load_embedding_file(box.ZEROSHOT_WEIGHT_PATH, box.ZEROSHOT_WEIGHT_DIM)
+        embeddings = _read_file(cfg, box.ZEROSHOT_WEIGHT_PATH)
         source = f"MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH {box.ZEROSHOT_WEIGHT_PATH}"
     if len(embeddings) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
         raise PompConfigError(
@@ -97,16 +103,16 @@ def config_test_embeddings(cfg: CfgNode, dataset_index: int | None = None) -> to
     if cfg.MODEL.RESET_CLS_TESTS and dataset_index is not None:
         vocabularies, files = cfg.MODEL.POMP.TEST_VOCABULARIES, cfg.MODEL.TEST_CLASSIFIERS
         if dataset_index < len(vocabularies) and vocabularies[dataset_index]:
-            return vocabulary_embeddings(cfg, vocabularies[dataset_index])
+            return _encode(cfg, vocabularies[dataset_index])
         if dataset_index < len(files) and files[dataset_index]:
-            return load_embedding_file(files[dataset_index], cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM)
+            return _read_file(cfg, files[dataset_index])
         raise PompConfigError(
             f"MODEL.RESET_CLS_TESTS: test set {dataset_index} "
             f"({cfg.DATASETS.TEST[dataset_index]}) has neither a MODEL.POMP.TEST_VOCABULARIES "
             "nor a MODEL.TEST_CLASSIFIERS entry"
         )
     if cfg.MODEL.POMP.TEST_VOCABULARY:
-        return vocabulary_embeddings(cfg, cfg.MODEL.POMP.TEST_VOCABULARY)
+        return _encode(cfg, cfg.MODEL.POMP.TEST_VOCABULARY)
     return None
 
 
@@ -168,8 +174,7 @@ def set_vocabulary(
     elif not isinstance(vocabulary, Vocabulary):
         vocabulary = custom_vocabulary(vocabulary)
     roi_heads = zero_shot_roi_heads(model)
-    embeddings = classifier_weights(
-        vocabulary, embedding_file=embedding_file, dim=roi_heads.embedding_dim, **text_encoder_arguments(cfg)
-    )
+    source = {"embedding_file": embedding_file} if embedding_file else text_encoder_arguments(cfg)
+    embeddings = class_embeddings(vocabulary, dim=roi_heads.embedding_dim, normalize=False, **source)
     roi_heads.set_test_class_embeddings(embeddings)
     return vocabulary_metadata(vocabulary)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pomp_plugins.prompt import EmbeddingFileError
+from pomp_plugins.prompt import EmbeddingFileError, cosine_logits
 
 # A child of detectron2's logger, so that its handlers (set up by detectron2's tools) show this plugin's messages.
 logger = logging.getLogger("detectron2.pomp_plugins")
@@ -108,10 +108,11 @@ class ZeroShotBoxClassifier(nn.Module):
             zs_weight = self.test_zs_weight
         else:
             zs_weight = self.zs_weight
-        if self.norm_weight:
-            x = self.norm_temperature * F.normalize(x, p=2, dim=1)
-        x = x @ zs_weight.to(x.dtype)
-        return x + self.cls_bias if self.cls_bias is not None else x
+        if self.norm_weight:  # zs_weight's columns are unit (or zero: the background) vectors
+            logits = cosine_logits(x, zs_weight.t(), self.norm_temperature)
+        else:
+            logits = x @ zs_weight.to(x.dtype)
+        return logits + self.cls_bias if self.cls_bias is not None else logits
 
     def _keep_configured_classifier(self, state_dict, prefix, *args) -> None:
         key = prefix + "zs_weight"

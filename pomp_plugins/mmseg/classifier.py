@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pomp_plugins.prompt import TextEmbeddingClassifier, Vocabulary, classifier_weights
+from pomp_plugins.prompt import TextEmbeddingClassifier, Vocabulary, class_embeddings
 from pomp_plugins.prompt.embedder import DEFAULT_PRETRAINED
 
 from .vocabulary import ClassesSpec, SplitSpec, ZeroShotSplit, load_split, resolve_classes
@@ -77,7 +77,7 @@ class VocabularyClassifier(nn.Module):
         split = load_split(split) if split is not None else None
         if split is not None:
             split.masks(vocabulary)  # a split class missing from the vocabulary fails before CLIP is loaded
-        embeddings = classifier_weights(vocabulary, **self.text_source)
+        embeddings = class_embeddings(vocabulary, **self.text_source)
         return vocabulary, split, embeddings
 
     def _set(self, vocabulary: Vocabulary, split: ZeroShotSplit | None, embeddings: torch.Tensor) -> None:

@@ -16,11 +16,10 @@ never enters a checkpoint, and it follows the images to their device on first us
 
 from __future__ import annotations
 
-import open_clip
 import torch
 import torch.nn.functional as F
 
-from pomp_plugins.prompt import LoadedClip
+from pomp_plugins.prompt import LoadedClip, cosine_logits
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -65,9 +64,6 @@ class CLIPProposalClassifier:
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"clip_stage mask_threshold must be in (0, 1), got {mask_threshold}")
         self.clip, self.weight, self.mask_threshold, self.temperature = clip, weight, mask_threshold, temperature
-        cfg = open_clip.get_model_preprocess_cfg(clip.model)
-        self.mean = torch.tensor(cfg["mean"]).view(3, 1, 1) * 255.0
-        self.std = torch.tensor(cfg["std"]).view(3, 1, 1) * 255.0
 
     @property
     def embed_dim(self) -> int:
@@ -76,13 +72,12 @@ class CLIPProposalClassifier:
     def _follow(self, device: torch.device) -> None:
         if next(self.clip.model.parameters()).device != device:
             self.clip.model.to(device)
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
 
     def regions(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """CLIP inputs ``[K, 3, S, S]`` of the ``K`` non-empty boolean ``masks`` ``[K, H, W]`` in ``image``
         ``[3, H, W]`` (RGB 0..255): crop to the mask's box, normalise, zero outside the mask, bicubic resize."""
         size = self.clip.image_size
-        normalized = (image.float() - self.mean) / self.std
+        normalized = self.clip.normalize_pixels(image)
         crops = []
         for (x0, y0, x1, y1), mask in zip(mask_boxes(masks).tolist(), masks):
             region = normalized[:, y0:y1, x0:x1] * mask[y0:y1, x0:x1]
@@ -111,7 +106,7 @@ class CLIPProposalClassifier:
         if valid.any():
             dtype = next(self.clip.model.parameters()).dtype
             features = self.clip.model.encode_image(self.regions(image, masks[valid]).to(dtype)).float()
-            logits = self.temperature * F.normalize(features, dim=-1) @ class_embeddings.t().float()
+            logits = cosine_logits(features, class_embeddings.float(), self.temperature)
             probs[valid] = logits.softmax(-1)
         return probs, valid
 

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -231,19 +230,15 @@ class RegionPromptTuner(nn.Module):
         self.clip, self.encoder, self.temperature = clip, encoder, temperature
         self.trained_ids = torch.nonzero(trained).flatten()
         self.names = [class_names[i] for i in self.trained_ids.tolist()]
-        cfg = open_clip.get_model_preprocess_cfg(clip.model)
-        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer(
-            "fill", self.mean.clone() if fill == "reference" else torch.zeros(1, 3, 1, 1), persistent=False
-        )
+        mean, _ = clip.pixel_mean_std()
+        self.register_buffer("fill", mean[None] if fill == "reference" else torch.zeros(1, 3, 1, 1), persistent=False)
         self.register_buffer("target_of", torch.full((len(trained),), -1, dtype=torch.long), persistent=False)
         self.target_of[self.trained_ids] = torch.arange(len(self.trained_ids))
         self.prompts = encoder.pack(encoder.tokenize(self.names, device="cpu"))
 
     def clip_input(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` uint8 RGB crops and ``[B, S, S]`` bool masks -> CLIP's normalised, masked input."""
-        x = (images.float() / 255.0 - self.mean) / self.std
+        x = self.clip.normalize_pixels(images)
         inside = masks[:, None].to(x.dtype)
         return x * inside + (1 - inside) * self.fill
 

@@ -23,7 +23,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, SampleList
 from torch import nn
 
-from pomp_plugins.prompt import VocabularyError, load_for_prompt
+from pomp_plugins.prompt import VocabularyError, cosine_logits, load_for_prompt
 
 from .classifier import VocabularyClassifier
 from .clip_stage import CLIPProposalClassifier
@@ -60,8 +60,8 @@ class QueryTextClassifier(nn.Module):
 
     def forward(self, queries: torch.Tensor) -> torch.Tensor:
         embeddings = self.embed(queries)
-        void = self.text.temperature * F.normalize(embeddings, dim=-1) @ F.normalize(self.void_embedding, dim=0)
-        return torch.cat((self.text(embeddings), void[..., None]), dim=-1)
+        void = cosine_logits(embeddings, F.normalize(self.void_embedding, dim=0)[None], self.text.temperature)
+        return torch.cat((self.text(embeddings), void), dim=-1)
 
 
 @MODELS.register_module()

@@ -2,10 +2,17 @@
 the embedding cache and the POMP loss. Imports neither detectron2 nor mmseg."""
 
 from .atomic import atomic_save, atomic_write, atomic_write_text
-from .cache import EmbeddingCache, class_embeddings
-from .classifier import EmbeddingFileError, TextEmbeddingClassifier, classifier_weights, load_embedding_file
+from .cache import EmbeddingCache
+from .classifier import TextEmbeddingClassifier, cosine_logits
 from .clip import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, resolve_dtype
-from .embedder import ClipMismatchWarning, load_for_prompt, prompted_encoder, vocabulary_embeddings
+from .embedder import (
+    ClipMismatchWarning,
+    EmbeddingFileError,
+    class_embeddings,
+    load_embedding_file,
+    load_for_prompt,
+    prompted_encoder,
+)
 from .loss import LocalContrastPlan, correction_margin, plan_local_contrast, pomp_loss, sample_negatives
 from .prompt_file import Prompt, PromptFileError, load_prompt, resolve_prompt_path, save_prompt
 from .templates import TEMPLATE_SETS, get_templates, template_embeddings
@@ -31,7 +38,7 @@ from .vocabularies import (
 __all__ = [
     "EmbeddingFileError",
     "TextEmbeddingClassifier",
-    "classifier_weights",
+    "cosine_logits",
     "load_embedding_file",
     "EmbeddingCache",
     "class_embeddings",
@@ -44,7 +51,6 @@ __all__ = [
     "resolve_prompt_path",
     "load_for_prompt",
     "prompted_encoder",
-    "vocabulary_embeddings",
     "LocalContrastPlan",
     "correction_margin",
     "plan_local_contrast",

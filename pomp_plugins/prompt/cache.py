@@ -88,23 +88,14 @@ class EmbeddingCache:
         atomic_write(path, lambda f: np.save(f, features.numpy()))
         return features
 
+    def encode(
+        self, encoder: PromptedTextEncoder, names: Sequence[str], batch_size: int = 4096, progress: bool = False
+    ) -> torch.Tensor:
+        """Unnormalised ``[len(names), D]`` float32 on CPU: ``encoder``'s embeddings of ``names``, read from this
+        cache when an entry exists, else computed (no gradient) and stored."""
 
-def class_embeddings(
-    encoder: PromptedTextEncoder,
-    names: Sequence[str],
-    cache: EmbeddingCache | None = None,
-    normalize: bool = True,
-    batch_size: int = 4096,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Classifier weights ``[len(names), D]`` float32 on CPU: one text embedding per class name, no gradient.
+        def compute() -> torch.Tensor:
+            with torch.no_grad():
+                return encoder.encode_names(names, batch_size=batch_size, normalize=False, progress=progress)
 
-    With a ``cache`` the embeddings are computed once per (prompt, CLIP weights, names) and read back after.
-    """
-
-    def compute() -> torch.Tensor:
-        with torch.no_grad():
-            return encoder.encode_names(names, batch_size=batch_size, normalize=False, progress=progress)
-
-    features = cache.get_or_compute(cache.key(encoder, names), compute) if cache else compute().float().cpu()
-    return torch.nn.functional.normalize(features, dim=-1) if normalize else features
+        return self.get_or_compute(self.key(encoder, names), compute)

@@ -63,6 +63,18 @@ class LoadedClip:
         size = self.model.visual.image_size
         return size[0] if isinstance(size, (tuple, list)) else int(size)
 
+    def pixel_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's per-channel ``mean`` and ``std`` ``[3, 1, 1]`` float32 for RGB in 0..1 (open_clip's preprocess
+        config of this model)."""
+        cfg = open_clip.get_model_preprocess_cfg(self.model)
+        return torch.tensor(cfg["mean"]).view(3, 1, 1), torch.tensor(cfg["std"]).view(3, 1, 1)
+
+    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB images ``[..., 3, H, W]`` in 0..255 (any dtype) -> CLIP's normalised input, float32, same device:
+        ``(images / 255 - mean) / std``, as ``preprocess`` does after its resize and crop."""
+        mean, std = (t.to(images.device) for t in self.pixel_mean_std())
+        return (images.float() / 255.0 - mean) / std
+
     def describe(self) -> str:
         """One line for logs: model, weights and activation, e.g. ``ViT-B-16, weights openai, QuickGELU (...)``."""
         return f"CLIP {self.name}, weights {self.pretrained or 'random'}, {self.activation}"

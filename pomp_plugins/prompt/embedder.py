@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .cache import EmbeddingCache, class_embeddings
+from .cache import EmbeddingCache
 from .clip import LoadedClip, WeightsUnavailableError, load_clip, normalize_pretrained
 from .prompt_file import Prompt, load_prompt
 from .templates import template_embeddings
 from .text_encoder import FrozenTextTower, PromptedTextEncoder, PromptWidthError
-from .vocabularies import Vocabulary
+from .vocabularies import VocabularySpec, parse_vocabulary
 
 DEFAULT_CLIP = "ViT-B-16"
 AUTO = "auto"
@@ -123,35 +126,106 @@ def load_for_prompt(
     return clip, prompt
 
 
-def vocabulary_embeddings(
-    vocabulary: Vocabulary | Sequence[str],
+def class_embeddings(
+    vocabulary: VocabularySpec | None = None,
+    *,
     prompt: str | os.PathLike | Prompt | None = None,
     hard_prompt: str | None = None,
+    templates: str | Sequence[str] | None = None,
+    embedding_file: str | os.PathLike | None = None,
+    clip: LoadedClip | None = None,
     clip_model: str | None = None,
     clip_pretrained: str | None = DEFAULT_PRETRAINED,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
-    cache: bool | EmbeddingCache = True,
+    dim: int | None = None,
     normalize: bool = True,
+    cache: bool | EmbeddingCache = True,
+    batch_size: int = 4096,
     progress: bool = False,
-    templates: str | Sequence[str] | None = None,
 ) -> torch.Tensor:
-    """Classifier weights ``[C, D]`` float32 on CPU for the classes of ``vocabulary`` (a ``Vocabulary`` or names).
+    """Class embeddings ``[C, D]`` float32 on CPU, one row per class of ``vocabulary``, in its order: the one path
+    from class names to classifier weights, used by the tools, the trainer and both toolkit adapters.
 
-    The text comes from exactly one of ``prompt`` (a learned prompt), ``hard_prompt`` (a phrase) or ``templates``
-    (a template ensemble, see :mod:`.templates`; always normalised, never cached: ensembles are the baselines).
-    The CLIP is chosen as in :func:`load_for_prompt`. ``cache``: ``True`` for the default ``EmbeddingCache()``,
-    another cache, or ``False``. Through a cache, a second call with the same prompt, CLIP and names reads a
-    file instead of running CLIP.
+    ``vocabulary``: anything :func:`parse_vocabulary` reads (a name, a names file, comma-separated names, a list,
+    a ``Vocabulary``). The rows come from exactly one source:
+
+    - ``prompt``: a learned POMP prompt (a file, ``hf-hub:...``, or a ``Prompt``);
+    - ``hard_prompt``: a fixed phrase (``"a photo of a"`` encodes ``"a photo of a {name}."``);
+    - ``templates``: a template ensemble (``"imagenet80"``, ``"vild"`` or a list, see :mod:`.templates`): each row
+      is the mean of the class's normalised template embeddings;
+    - ``embedding_file``: precomputed rows (Detic's ``.npy`` or a torch ``[C, D]`` tensor), read as stored; with a
+      ``vocabulary`` too, their class counts must agree.
+
+    ``clip``: an already loaded CLIP to encode with; otherwise the CLIP is loaded as in :func:`load_for_prompt`
+    (``clip_model``/``clip_pretrained``/``device``/``dtype``; by default the one the prompt file records).
+    ``dim``: the width the caller's classifier expects. ``normalize``: L2-normalise each row (the default; ``False``
+    gives the raw text features, or the file's rows as stored). ``cache``: ``True`` for the default
+    :class:`EmbeddingCache`, another cache, or ``False``; a second call with the same prompt, CLIP and names then
+    reads a file instead of running CLIP (template ensembles are never cached).
+
+    Raises:
+        ValueError: not exactly one source, or no vocabulary for a text source.
+        EmbeddingFileError: the rows are not ``dim`` wide, or the file's class count differs from the vocabulary's.
+        VocabularyError, FileNotFoundError, PromptFileError, PromptWidthError, WeightsUnavailableError: bad input,
+            each naming what is wrong.
     """
-    names = vocabulary.names if isinstance(vocabulary, Vocabulary) else list(vocabulary)
-    if templates is not None:
-        if prompt is not None or hard_prompt is not None:
-            raise ValueError("give exactly one of prompt, hard_prompt or templates")
-        clip, _ = load_for_prompt(None, clip_model, clip_pretrained, device, dtype)
-        return template_embeddings(clip, names, templates, progress=progress).float().cpu()
-    clip, prompt = load_for_prompt(prompt, clip_model, clip_pretrained, device, dtype)
-    encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=hard_prompt)
-    if cache is True:
-        cache = EmbeddingCache()
-    return class_embeddings(encoder, names, cache or None, normalize=normalize, progress=progress)
+    sources = {"prompt": prompt, "hard_prompt": hard_prompt, "templates": templates, "embedding_file": embedding_file}
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {', '.join(sources)} (got {', '.join(given) or 'none'})")
+    names = parse_vocabulary(vocabulary).names if vocabulary is not None else None
+    if embedding_file is not None:
+        embeddings = load_embedding_file(embedding_file, dim)
+        if names is not None and len(names) != len(embeddings):
+            raise EmbeddingFileError(
+                f"{embedding_file} holds {len(embeddings)} classes but the vocabulary has {len(names)}"
+            )
+    else:
+        if names is None:
+            raise ValueError(f"encoding class names with a {given[0].replace('_', ' ')} needs a vocabulary")
+        if clip is None:
+            clip, prompt = load_for_prompt(prompt, clip_model, clip_pretrained, device, dtype)
+        if templates is not None:
+            embeddings = template_embeddings(clip, names, templates, batch_size, progress).float().cpu()
+        else:
+            encoder = prompted_encoder(clip, prompt=prompt, hard_prompt=hard_prompt)
+            cache = EmbeddingCache() if cache is True else cache
+            if cache:
+                embeddings = cache.encode(encoder, names, batch_size, progress)
+            else:
+                with torch.no_grad():
+                    embeddings = encoder.encode_names(names, batch_size, normalize=False, progress=progress)
+                embeddings = embeddings.float().cpu()
+        if dim is not None and embeddings.shape[1] != dim:
+            raise EmbeddingFileError(
+                f"CLIP {clip.name} gives {embeddings.shape[1]}-d text embeddings, but the classifier expects "
+                f"dimension {dim}"
+            )
+    return F.normalize(embeddings, dim=-1) if normalize else embeddings
+
+
+class EmbeddingFileError(ValueError):
+    """An embedding file of the wrong shape or dimension, or one that disagrees with its vocabulary."""
+
+
+def load_embedding_file(path: str | os.PathLike, dim: int | None = None) -> torch.Tensor:
+    """Read a ``.npy`` (Detic's format: ``[C, D]``, usually float16, unnormalised) or a torch ``[C, D]`` tensor.
+
+    Returns ``[C, D]`` float32 exactly as stored. Raises ``EmbeddingFileError`` if it is not 2-D or if ``dim`` is
+    given and differs from ``D`` (both are named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        weights = torch.from_numpy(np.load(path).astype(np.float32))
+    else:
+        weights = torch.load(path, map_location="cpu", weights_only=True).float()
+    if weights.ndim != 2:
+        raise EmbeddingFileError(f"{path}: expected class embeddings of shape [C, D], found {tuple(weights.shape)}")
+    if dim is not None and weights.shape[1] != dim:
+        raise EmbeddingFileError(
+            f"{path}: embeddings have dimension {weights.shape[1]}, but the classifier expects dimension {dim}"
+        )
+    return weights

@@ -150,7 +150,7 @@ def read_names_file(path: str | os.PathLike) -> list[str]:
 VocabularySpec = str | os.PathLike | Sequence[str] | Vocabulary
 VOCABULARY_SPEC_HELP = (
     f"one of {', '.join(VOCABULARY_NAMES)}, a names file (.txt: one name per line; .json: a list), "
-    "comma-separated names, or a list of names"
+    "comma-separated names (one class: 'cat,'), or a list of names"
 )
 
 
@@ -159,7 +159,7 @@ def parse_vocabulary(spec: VocabularySpec) -> Vocabulary:
 
     ``spec`` is a ``Vocabulary`` (returned as it is); a list of names; or a string: a named vocabulary of
     ``VOCABULARY_NAMES``, a names file (``.txt``/``.json``, or any existing file, see :func:`read_names_file`), or
-    comma-separated names (``"cat, dog ,traffic light"``). Names are stripped.
+    comma-separated names (``"cat, dog ,traffic light"``; one class: ``"cat,"``). Names are stripped.
 
     Raises:
         VocabularyError: an unknown name (the accepted forms are listed), an empty list, an empty or repeated name.
@@ -175,7 +175,8 @@ def parse_vocabulary(spec: VocabularySpec) -> Vocabulary:
     if text in VOCABULARY_NAMES:
         return get_vocabulary(text)
     if "," in text:
-        return custom_vocabulary(text.split(","))
+        names = text.split(",")
+        return custom_vocabulary(names[:-1] if len(names) > 1 and not names[-1].strip() else names)
     if Path(text).suffix in (".txt", ".json"):
         raise FileNotFoundError(f"names file {text!r} does not exist")
     raise VocabularyError(f"unknown vocabulary {text!r}; expected {VOCABULARY_SPEC_HELP}")
@@ -193,4 +194,6 @@ def resolve_vocabulary(
         raise VocabularyError("give exactly one of a vocabulary name, a list of names, or a names file")
     if names_file is not None and not Path(names_file).is_file():
         raise FileNotFoundError(f"names file {str(names_file)!r} does not exist")
+    if isinstance(names, str):
+        return custom_vocabulary(names.split(","))
     return parse_vocabulary(given[0])
