@@ -2,7 +2,8 @@
 
 A class list in a config (``classes=``) is one of:
 
-- a named vocabulary of the core (``'coco-stuff'``, ``'voc'``, ``'ade20k'``, ``'pascal-context'``...);
+- a vocabulary spec of the core (:func:`~pomp_plugins.prompt.parse_vocabulary`): a named vocabulary
+  (``'coco-stuff'``, ``'voc'``, ``'ade20k'``, ``'pascal-context'``...), a names file or comma-separated names;
 - a list of class names, e.g. ``['cat', 'dog', 'traffic light']``;
 - ``dict(dataset='ADE20KDataset')``: the ``METAINFO['classes']`` of a dataset registered in mmseg;
 - ``dict(names_file='classes.txt')``: one name per line (or a JSON list).
@@ -31,6 +32,7 @@ from pomp_plugins.prompt import (
     VocabularyError,
     custom_vocabulary,
     get_vocabulary,
+    parse_vocabulary,
     read_names_file,
 )
 
@@ -39,7 +41,7 @@ ClassesSpec = str | Sequence[str] | Mapping | Vocabulary
 SplitSpec = Union[str, os.PathLike, Mapping, "ZeroShotSplit"]  # noqa: UP007 (a forward reference)
 
 CLASSES_HELP = (
-    "a vocabulary name (" + ", ".join(VOCABULARY_NAMES) + "), a list of class names, "
+    "a vocabulary name (" + ", ".join(VOCABULARY_NAMES) + "), a names file, comma-separated names, a list of names, "
     "dict(dataset='<mmseg dataset type>') or dict(names_file='<file>')"
 )
 
@@ -67,10 +69,8 @@ def resolve_classes(classes: ClassesSpec | None) -> Vocabulary:
         raise VocabularyError(f"no class names given: set classes= to {CLASSES_HELP}")
     if isinstance(classes, Vocabulary):
         return classes
-    if isinstance(classes, str):
-        if classes not in VOCABULARY_NAMES:
-            raise VocabularyError(f"unknown vocabulary {classes!r}: expected {CLASSES_HELP}")
-        return get_vocabulary(classes)
+    if isinstance(classes, (str, os.PathLike)):
+        return parse_vocabulary(classes)
     if isinstance(classes, Mapping):
         if set(classes) == {"dataset"}:
             dataset = DATASETS.get(classes["dataset"])
