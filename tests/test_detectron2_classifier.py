@@ -10,12 +10,12 @@ from detectron2.config import get_cfg
 from pomp_plugins.detectron2 import (
     ZeroShotBoxClassifier,
     add_pomp_config,
-    config_test_embeddings,
+    inference_class_embeddings,
     parse_vocabulary,
     use_pomp_names,
 )
 from pomp_plugins.detectron2.config import PompConfigError
-from pomp_plugins.detectron2.vocabulary import config_class_embeddings, config_num_classes
+from pomp_plugins.detectron2.vocabulary import config_num_classes, training_class_embeddings
 from pomp_plugins.prompt import EmbeddingFileError, VocabularyError, load_embedding_file
 
 
@@ -113,15 +113,15 @@ def tiny_text_cfg(*opts):
 
 def test_config_embeddings_from_a_prompt_or_a_detic_npy(tmp_path):
     cfg = tiny_text_cfg("MODEL.POMP.VOCABULARY", "cat,dog,bird", "MODEL.ROI_HEADS.NUM_CLASSES", 3)
-    assert config_class_embeddings(cfg).shape == (3, 64) and config_num_classes(cfg) == 3
+    assert training_class_embeddings(cfg).shape == (3, 64) and config_num_classes(cfg) == 3
     np.save(tmp_path / "coco.npy", np.random.randn(80, 64).astype(np.float16))
     cfg = tiny_text_cfg(
         "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", str(tmp_path / "coco.npy"), "MODEL.ROI_HEADS.NUM_CLASSES", 80
     )
-    torch.testing.assert_close(config_class_embeddings(cfg), load_embedding_file(tmp_path / "coco.npy"))
-    assert config_class_embeddings(tiny_text_cfg("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", "rand")) is None
+    torch.testing.assert_close(training_class_embeddings(cfg), load_embedding_file(tmp_path / "coco.npy"))
+    assert training_class_embeddings(tiny_text_cfg("MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", "rand")) is None
     with pytest.raises(PompConfigError, match="has 80 classes but MODEL.ROI_HEADS.NUM_CLASSES is 1203"):
-        config_class_embeddings(
+        training_class_embeddings(
             tiny_text_cfg(
                 "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
                 str(tmp_path / "coco.npy"),
@@ -156,9 +156,9 @@ def test_a_template_ensemble_as_the_classifier(tiny_clip):
                 for name in names
             ]
         )
-    torch.testing.assert_close(config_class_embeddings(cfg), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(training_class_embeddings(cfg), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(PompConfigError, match="exclude each other"):
-        config_class_embeddings(
+        training_class_embeddings(
             tiny_text_cfg(
                 "MODEL.POMP.VOCABULARY",
                 "cat,dog",
@@ -186,18 +186,18 @@ def test_one_classifier_per_test_set(tmp_path):
         "MODEL.TEST_NUM_CLASSES",
         [80, 365],
     )
-    assert config_test_embeddings(cfg, 0).shape == (80, 64) and config_num_classes(cfg, True, 0) == 80
-    assert config_test_embeddings(cfg, 1).shape == (365, 64) and config_num_classes(cfg, True, 1) == 365
+    assert inference_class_embeddings(cfg, 0).shape == (80, 64) and config_num_classes(cfg, True, 0) == 80
+    assert inference_class_embeddings(cfg, 1).shape == (365, 64) and config_num_classes(cfg, True, 1) == 365
     with pytest.raises(PompConfigError, match="test set 2 \\(x\\) has neither"):
-        config_test_embeddings(cfg, 2)
-    assert config_test_embeddings(tiny_text_cfg(), None) is None  # the training classifier
-    assert config_test_embeddings(tiny_text_cfg("MODEL.POMP.TEST_VOCABULARY", "cat,dog"), None).shape == (2, 64)
+        inference_class_embeddings(cfg, 2)
+    assert inference_class_embeddings(tiny_text_cfg(), None) is None  # the training classifier
+    assert inference_class_embeddings(tiny_text_cfg("MODEL.POMP.TEST_VOCABULARY", "cat,dog"), None).shape == (2, 64)
 
 
 def test_bad_embedding_sources_fail_clearly(tmp_path):
     np.save(tmp_path / "lvis.npy", np.random.randn(1203, 512).astype(np.float16))
     with pytest.raises(EmbeddingFileError, match="dimension 512, but the classifier expects dimension 64"):
-        config_class_embeddings(
+        training_class_embeddings(
             tiny_text_cfg(
                 "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH",
                 str(tmp_path / "lvis.npy"),
@@ -206,11 +206,11 @@ def test_bad_embedding_sources_fail_clearly(tmp_path):
             )
         )
     with pytest.raises(EmbeddingFileError, match="gives 64-d text embeddings.*dimension 512"):
-        config_class_embeddings(
+        training_class_embeddings(
             tiny_text_cfg("MODEL.POMP.VOCABULARY", "coco", "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM", 512)
         )
     with pytest.raises(FileNotFoundError, match="prompt file .*nope.pt' does not exist"):
-        config_class_embeddings(
+        training_class_embeddings(
             tiny_text_cfg("MODEL.POMP.VOCABULARY", "coco", "MODEL.POMP.PROMPT", str(tmp_path / "nope.pt"))
         )
 

@@ -23,13 +23,13 @@ from .loader import DatasetRatioSampler, build_train_loader
 from .rcnn import PompRCNN
 from .roi_heads import PompCascadeROIHeads, PompRes5ROIHeads, PompStandardROIHeads
 from .vocabulary import (
-    config_class_embeddings,
     config_metadata,
-    config_test_embeddings,
+    inference_class_embeddings,
     parse_vocabulary,
     set_class_embeddings,
     set_test_classifier,
     set_vocabulary,
+    training_class_embeddings,
     vocabulary_metadata,
 )
 from .zero_shot import ZeroShotBoxClassifier
@@ -57,9 +57,9 @@ __all__ = [
     "PompCascadeROIHeads",
     "PompRes5ROIHeads",
     "PompStandardROIHeads",
-    "config_class_embeddings",
+    "training_class_embeddings",
     "config_metadata",
-    "config_test_embeddings",
+    "inference_class_embeddings",
     "parse_vocabulary",
     "set_class_embeddings",
     "set_test_classifier",

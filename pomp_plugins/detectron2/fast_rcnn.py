@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import PompConfigError
 from .data import load_class_freq
-from .vocabulary import config_class_embeddings
+from .vocabulary import training_class_embeddings
 from .zero_shot import ZeroShotBoxClassifier
 
 logger = logging.getLogger("detectron2.pomp_plugins")  # shown by detectron2's tools
@@ -111,7 +111,7 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
 
     @classmethod
     def from_config(cls, cfg, input_shape, class_embeddings: torch.Tensor | None = None):
-        """``class_embeddings``: ``[C, D]`` training-class embeddings (``vocabulary.config_class_embeddings``);
+        """``class_embeddings``: ``[C, D]`` training-class embeddings (``vocabulary.training_class_embeddings``);
         ``None`` reads them from ``cfg`` (only with ``USE_ZEROSHOT_CLS``; ``None`` there too means Detic's learned
         "rand" classifier)."""
         box = cfg.MODEL.ROI_BOX_HEAD
@@ -138,7 +138,7 @@ class ZeroShotFastRCNNOutputLayers(FastRCNNOutputLayers):
                 ret["freq_weight"] = torch.zeros(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         if box.USE_ZEROSHOT_CLS:
             if class_embeddings is None:
-                class_embeddings = config_class_embeddings(cfg)
+                class_embeddings = training_class_embeddings(cfg)
             ret["cls_score"] = ZeroShotBoxClassifier(
                 input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1),
                 class_embeddings,

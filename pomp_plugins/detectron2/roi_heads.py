@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import PompConfigError
 from .fast_rcnn import ZeroShotFastRCNNOutputLayers
-from .vocabulary import config_class_embeddings, config_test_embeddings
+from .vocabulary import inference_class_embeddings, training_class_embeddings
 
 
 def _without_fed_loss(cfg):
@@ -33,7 +33,7 @@ def _without_fed_loss(cfg):
 
 
 def _class_embeddings(cfg) -> torch.Tensor | None:
-    return config_class_embeddings(cfg) if cfg.MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS else None
+    return training_class_embeddings(cfg) if cfg.MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS else None
 
 
 def zero_loss(module: nn.Module, device: torch.device) -> torch.Tensor:
@@ -64,7 +64,7 @@ class ZeroShotROIHeadsMixin:
         self.mask_weight = cfg.MODEL.ROI_HEADS.MASK_WEIGHT
         self.one_class_per_proposal = cfg.MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL
         if box.USE_ZEROSHOT_CLS and cfg.MODEL.POMP.TEST_VOCABULARY:
-            self.set_test_class_embeddings(config_test_embeddings(cfg))
+            self.set_test_class_embeddings(inference_class_embeddings(cfg))
 
     @property
     def box_predictors(self) -> list[ZeroShotFastRCNNOutputLayers]:

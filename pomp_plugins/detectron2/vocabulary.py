@@ -68,7 +68,7 @@ def _read_file(cfg: CfgNode, path: str) -> torch.Tensor:
     return class_embeddings(embedding_file=path, dim=cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM, normalize=False)
 
 
-def config_class_embeddings(cfg: CfgNode) -> torch.Tensor | None:
+def training_class_embeddings(cfg: CfgNode) -> torch.Tensor | None:
     """The training-class embeddings ``[C, D]`` float32 of ``cfg``: ``MODEL.POMP.VOCABULARY`` encoded with the POMP
     prompt, else Detic's ``MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH`` (.npy); ``None`` for Detic's ``"rand"``.
 
@@ -93,7 +93,7 @@ def config_class_embeddings(cfg: CfgNode) -> torch.Tensor | None:
     return embeddings
 
 
-def config_test_embeddings(cfg: CfgNode, dataset_index: int | None = None) -> torch.Tensor | None:
+def inference_class_embeddings(cfg: CfgNode, dataset_index: int | None = None) -> torch.Tensor | None:
     """The inference-class embeddings ``[C', D]`` of ``cfg`` (``None``: the training classifier).
 
     With ``MODEL.RESET_CLS_TESTS`` and a ``dataset_index`` (into ``DATASETS.TEST``): that test set's classifier,
@@ -132,9 +132,9 @@ def config_num_classes(cfg: CfgNode, test: bool = False, dataset_index: int | No
 
 def set_test_classifier(model: nn.Module, cfg: CfgNode, dataset_index: int | None) -> None:
     """Before evaluating ``DATASETS.TEST[dataset_index]``: give ``model`` that test set's classifier
-    (``config_test_embeddings``), or the training one when ``cfg`` names none (Detic's ``reset_cls_test``);
+    (``inference_class_embeddings``), or the training one when ``cfg`` names none (Detic's ``reset_cls_test``);
     ``dataset_index`` ``None``: the classifier of ``MODEL.POMP.TEST_VOCABULARY`` (or the training one)."""
-    zero_shot_roi_heads(model).set_test_class_embeddings(config_test_embeddings(cfg, dataset_index))
+    zero_shot_roi_heads(model).set_test_class_embeddings(inference_class_embeddings(cfg, dataset_index))
 
 
 def zero_shot_roi_heads(model: nn.Module) -> nn.Module:
