@@ -17,13 +17,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, WindowAttention, window_partition, window_reverse
 from torch import nn
 
 from ..config import PompConfigError
+from .fpn import p67_fpn
 
 #: Detic's ``size2config`` (``MODEL.SWIN.SIZE``): window, embedding width, depths, heads, stochastic depth.
 SWIN_SIZES = {
@@ -197,12 +197,4 @@ def build_pomp_swin_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     if cfg.MODEL.SWIN.USE_CHECKPOINT:
         raise PompConfigError("MODEL.SWIN.USE_CHECKPOINT (activation checkpointing) is not implemented")
     bottom_up = SwinBackbone(**SWIN_SIZES[cfg.MODEL.SWIN.SIZE], out_indices=cfg.MODEL.SWIN.OUT_FEATURES)
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return p67_fpn(cfg, bottom_up)

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from timm.models.resnet import Bottleneck, ResNet
 from torch import nn
 
 from ..config import PompConfigError
+from .fpn import p67_fpn
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +79,4 @@ def build_pomp_p67_timm_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     if timm.PRETRAINED:
         raise PompConfigError("MODEL.TIMM.PRETRAINED downloads weights; load them with MODEL.WEIGHTS instead")
     bottom_up = TimmResNet(timm.BASE_NAME, timm.OUT_LEVELS, freeze_at=timm.FREEZE_AT, norm=timm.NORM)
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return p67_fpn(cfg, bottom_up)
