@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pomp_plugins.classification import AccuracyCounts, text_classifier
+from pomp_plugins.classification import text_classifier
+from pomp_plugins.images import AccuracyCounts
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,16 +1,7 @@
-"""Zero-shot image classification with POMP prompts: ImageFolder datasets, text classifiers, accuracy."""
+"""Zero-shot image classification with POMP prompts: class embeddings of a prompt (learned, hard or a template
+ensemble) and ``tools/eval_zeroshot.py``; the images, their features and the accuracy counts are
+:mod:`pomp_plugins.images`."""
 
-from .image_folder import ImageFolder, ImageListDataset, class_names, collate_skipping, load_rgb
-from .zeroshot import AccuracyCounts, evaluate, image_features, text_classifier
+from .zeroshot import text_classifier
 
-__all__ = [
-    "ImageFolder",
-    "ImageListDataset",
-    "class_names",
-    "collate_skipping",
-    "load_rgb",
-    "AccuracyCounts",
-    "evaluate",
-    "image_features",
-    "text_classifier",
-]
+__all__ = ["text_classifier"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ..classification.zeroshot import image_features
+from ..images.features import image_features
 from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sample_negatives
 from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts, scratch_rows
 from .cuda_graphs import CapturedFunction

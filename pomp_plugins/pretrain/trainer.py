@@ -21,8 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..classification.image_folder import Batch, ImageListDataset, collate_skipping
-from ..classification.zeroshot import compiled_image_encoder, evaluate
+from ..images.accuracy import evaluate
+from ..images.features import compiled_image_encoder
+from ..images.folder import Batch, ImageListDataset, collate_skipping
 from ..prompt.atomic import atomic_write_text
 from ..prompt.clip import load_clip
 from ..prompt.loss import correction_margin
