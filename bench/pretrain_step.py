@@ -43,7 +43,7 @@ from common import PeakMemory, machine, synchronize, time_call  # noqa: E402
 from pomp_plugins.images.features import compiled_image_encoder  # noqa: E402
 from pomp_plugins.pretrain import PompStep, group_negatives, image_feature_function  # noqa: E402
 from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
-from pomp_plugins.prompt.text_encoder import to_device  # noqa: E402
+from pomp_plugins.prompt.device import to_device  # noqa: E402
 
 PRESETS = {
     "cpu": {

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 
 from ..images.features import image_features
 from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sample_negatives
-from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts, scratch_rows
+from ..prompt.packed_attention import PackedPrompts, scratch_rows
+from ..prompt.text_encoder import PromptedTextEncoder
+from ..prompt.tokenization import TokenizedPrompts
 from .cuda_graphs import CapturedFunction
 from .data import NEGATIVES, derive_seed
 from .gradient import GradientBuffer
