@@ -151,7 +151,7 @@ def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip)
         )
         inputs = step.prepare(labels, group_negatives(len(names), 40, 0, 0, 0))
         if fixed:  # 39 negatives + 3 images' labels; the longest prompt of all 300 names
-            assert inputs.prompts.batch == 42 and len(inputs.plan.classes) == 42
+            assert len(inputs.prompts.eot_rows) == 42 and len(inputs.plan.classes) == 42
         results.append((float(step(features, inputs)), encoder.ctx.detach().clone()))
     (packed_loss, packed_ctx), (fixed_loss, fixed_ctx) = results
     assert abs(packed_loss - fixed_loss) < 1e-5

@@ -72,10 +72,6 @@ class PackedPrompts:
     attention_rows: int
 
     @property
-    def batch(self) -> int:
-        return len(self.eot_rows)
-
-    @property
     def length(self) -> int:
         return self.mask.shape[0]
 

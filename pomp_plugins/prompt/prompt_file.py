@@ -76,10 +76,6 @@ class Prompt:
     def n_ctx(self) -> int:
         return self.ctx.shape[0]
 
-    @property
-    def width(self) -> int:
-        return self.ctx.shape[1]
-
 
 def save_prompt(prompt: Prompt, path: str | os.PathLike) -> None:
     """Write ``prompt`` to ``path`` atomically in the ``pomp-prompt`` format."""
