@@ -1,5 +1,6 @@
 """The package's layering, read from the import statements: the core imports no other sub-package, ``images``
-only the core, and neither ``pretrain`` nor ``classification`` imports the other."""
+only the core, neither ``pretrain`` nor ``classification`` imports the other, and each toolkit adapter imports only
+the core (a user with one toolkit installed can use its plugin)."""
 
 import ast
 from pathlib import Path
@@ -14,6 +15,8 @@ ALLOWED = {
     "images": {"prompt"},
     "pretrain": {"prompt", "images"},
     "classification": {"prompt", "images"},
+    "detectron2": {"prompt"},
+    "mmseg": {"prompt"},
 }
 
 
