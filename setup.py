@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["pomp_plugins", "pomp_plugins.*"]),
     package_data={"pomp_plugins": ["prompt/model_configs/*.json", "data/*.json", "data/splits/*.json"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.1", "open_clip_torch>=3.3", "timm", "numpy", "tqdm", "pillow"],
+    install_requires=["torch>=2.1", "open_clip_torch>=3.3,<3.4", "timm", "numpy", "tqdm", "pillow"],
     extras_require={
         "detectron2": ["pycocotools", "lvis", "fvcore", "iopath", "centernet2"],  # centernet2: CenterNet proposals
         "mmseg": ["mmengine>=0.10", "mmsegmentation>=1.2", "scipy"],

@@ -40,10 +40,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakMemory, machine, synchronize, time_call  # noqa: E402
 
-from pomp_plugins.classification.zeroshot import compiled_image_encoder  # noqa: E402
+from pomp_plugins.images.features import compiled_image_encoder  # noqa: E402
 from pomp_plugins.pretrain import PompStep, group_negatives, image_feature_function  # noqa: E402
 from pomp_plugins.prompt import PromptedTextEncoder, get_vocabulary, load_clip  # noqa: E402
-from pomp_plugins.prompt.text_encoder import to_device  # noqa: E402
+from pomp_plugins.prompt.device import to_device  # noqa: E402
 
 PRESETS = {
     "cpu": {

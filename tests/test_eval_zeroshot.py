@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pomp_plugins.classification import AccuracyCounts
+from pomp_plugins.images import AccuracyCounts
 from pomp_plugins.pretrain.synthetic import class_list, make_image_folder
 from pomp_plugins.prompt import class_embeddings
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from pomp_plugins.classification.image_folder import (
-    ImageFolder,
+from pomp_plugins.images.folder import (
+    ImageFolderIndex,
     Sample,
     Skipped,
     class_names,
@@ -110,7 +110,7 @@ def test_split_file_is_written_once_and_rejects_other_settings(tree, tmp_path):
 
 
 def test_unreadable_images_are_skipped_and_reported(tree):
-    folder = ImageFolder.scan(tree / "train")
+    folder = ImageFolderIndex.scan(tree / "train")
     dataset = MultiViewDataset(folder.paths, folder.labels, train_augmentation(16), views=2, seed=0)
     items = [dataset[(0, i)] for i in range(len(dataset))]
     skipped = sorted(item.path.split("/")[-1] for item in items if isinstance(item, Skipped))
@@ -124,7 +124,7 @@ def test_unreadable_images_are_skipped_and_reported(tree):
 
 
 def test_views_depend_only_on_seed_epoch_and_image(tree):
-    folder = ImageFolder.scan(tree / "train")
+    folder = ImageFolderIndex.scan(tree / "train")
     dataset = MultiViewDataset(folder.paths, folder.labels, train_augmentation(16), views=3, seed=5)
     torch.manual_seed(123)
     before = torch.get_rng_state()

@@ -1,6 +1,7 @@
 """A training step: each group's loss is POMP's formula, the step's gradient is the mean over its groups, and
 ctx.grad is one persistent buffer (what CUDA-graph replays and the DDP average must write into)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -131,6 +132,41 @@ def test_the_flat_function_cuda_graphs_capture_is_the_step_and_empty_groups_add_
     before = step.encoder.ctx.detach().clone()
     assert float(step(features, inputs)) == pytest.approx(float(loss), rel=1e-6)  # one group: accumulate + apply
     assert torch.allclose(before - step.encoder.ctx.detach(), gradient, atol=1e-7)
+
+
+def held_tensors(obj):
+    """Every tensor a (nested) dataclass holds, found by value, not by declared type."""
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from held_tensors(value)
+        elif isinstance(value, torch.Tensor):
+            yield value
+
+
+def assert_same_fields(ours, expected, path="inputs"):
+    assert type(ours) is type(expected), path
+    for field in dataclasses.fields(expected):
+        value, wanted, where = getattr(ours, field.name), getattr(expected, field.name), f"{path}.{field.name}"
+        if dataclasses.is_dataclass(wanted):
+            assert_same_fields(value, wanted, where)
+        elif isinstance(wanted, torch.Tensor):
+            assert value.dtype == wanted.dtype and value.shape == wanted.shape and torch.equal(value, wanted), where
+        else:
+            assert value == wanted, where
+
+
+def test_the_flat_layout_cuda_graphs_replay_holds_every_field_in_its_place(tiny_clip):
+    """The flat tensors are laid out by the dataclasses' fields: rebuilding gives back every field of the step's
+    inputs, and every tensor they hold is in the layout (positions written by hand misalign when a field is added)."""
+    step = make_step(tiny_clip, cuda_graphs=True, max_positives=2)
+    inputs = step.prepare(torch.tensor([3, 3, 7, 7]), group_negatives(len(NAMES), K, seed=2, step=0, group=1))
+    flat = step._flatten(inputs)
+    assert len(flat) == len(list(held_tensors(inputs))) == 12
+    assert all(ours is theirs for ours, theirs in zip(flat, held_tensors(inputs)))  # declaration order
+    assert_same_fields(step._unflatten(flat), inputs)
+    with pytest.raises(ValueError, match="13 flat tensors, but a step's inputs have 12"):
+        step._unflatten([*flat, flat[0]])
 
 
 def test_image_features_of_the_frozen_tower_without_a_graph(tiny_clip):

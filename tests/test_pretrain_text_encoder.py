@@ -1,5 +1,7 @@
 """The packed, shared-prefix text path that training uses, against open_clip's own modules at 77 tokens."""
 
+import warnings
+
 import open_clip
 import pytest
 import torch
@@ -42,7 +44,7 @@ def test_features_and_ctx_gradient_match_open_clip(tiny_clip, n_ctx):
 @pytest.mark.parametrize("n_ctx", [4, 16])
 def test_the_fixed_shape_layout_matches_open_clip(tiny_clip, n_ctx):
     """CUDA graphs need few shapes: padded prompt rows and padding tokens must not change the real features."""
-    from pomp_plugins.prompt.text_encoder import PackedPrompts
+    from pomp_plugins.prompt.packed_attention import PackedPrompts
 
     names = [name for name in NAMES if len(name) < 100]  # room for padding inside CLIP's 77 positions
     encoder = PromptedTextEncoder.from_clip(tiny_clip.model, n_ctx, generator=torch.Generator().manual_seed(0))
@@ -73,6 +75,60 @@ def test_blocks_other_than_open_clips_standard_one_are_not_packed():
     assert not tower.packable
 
 
+class WrappedAttention(torch.nn.Module):
+    """An attention module that is not ``nn.MultiheadAttention`` (as open_clip after 3.3 builds its own)."""
+
+    def __init__(self, attention: torch.nn.MultiheadAttention):
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, *args, **kwargs):
+        return self.attention(*args, **kwargs)
+
+
+def test_an_encoder_falling_back_from_the_packed_path_warns_once_per_reason_and_says_why(monkeypatch):
+    from open_clip.transformer import ResidualAttentionBlock
+
+    from pomp_plugins.prompt import HardPromptEncoder, SlowTextPathWarning, text_encoder
+
+    monkeypatch.setattr(text_encoder, "_SLOW_PATH_REASONS_WARNED", set())  # as in a fresh process
+    clip = load_clip("pomp-tiny", None)  # its own model: its blocks are changed below
+    encoder = PromptedTextEncoder.from_clip(clip.model, 4, generator=torch.Generator().manual_seed(0))
+    names = ["dog", "golden retriever", "aerosol can"]
+    blocks = encoder.tower.transformer.resblocks
+
+    def encode_twice() -> tuple[torch.Tensor, list[str]]:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            features = encoder.encode_names(names)
+            assert torch.equal(encoder.encode_names(names), features)
+            HardPromptEncoder(encoder.tower).encode_texts(["a photo of a dog."])
+        return features, [str(w.message) for w in caught if issubclass(w.category, SlowTextPathWarning)]
+
+    packed, messages = encode_twice()
+    assert messages == []
+
+    class OtherBlock(ResidualAttentionBlock):
+        pass
+
+    blocks[1].__class__ = OtherBlock
+    fallback, messages = encode_twice()
+    assert torch.allclose(fallback, packed, atol=1e-6)
+    assert len(messages) == 1 and "text block 1 is" in messages[0] and "OtherBlock, not open_clip's" in messages[0]
+    assert "slower cut-after-EOT path" in messages[0] and "tested with open_clip_torch 3.3.x" in messages[0]
+    assert encode_twice()[1] == []  # once per process
+
+    blocks[1].__class__ = ResidualAttentionBlock
+    blocks[0].attn = WrappedAttention(blocks[0].attn)
+    fallback, messages = encode_twice()
+    assert torch.allclose(fallback, packed, atol=1e-6)
+    assert len(messages) == 1
+    assert (
+        "attention of text block 0 is" in messages[0]
+        and "WrappedAttention, not torch.nn.MultiheadAttention" in messages[0]
+    )
+
+
 def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip):
     """The layout CUDA graphs replay (padded prompt rows, padded token count: few shapes) changes nothing."""
     from pomp_plugins.pretrain import PompStep, group_negatives
@@ -95,7 +151,7 @@ def test_a_fixed_shape_step_computes_the_packed_steps_loss_and_update(tiny_clip)
         )
         inputs = step.prepare(labels, group_negatives(len(names), 40, 0, 0, 0))
         if fixed:  # 39 negatives + 3 images' labels; the longest prompt of all 300 names
-            assert inputs.prompts.batch == 42 and len(inputs.plan.classes) == 42
+            assert len(inputs.prompts.eot_rows) == 42 and len(inputs.plan.classes) == 42
         results.append((float(step(features, inputs)), encoder.ctx.detach().clone()))
     (packed_loss, packed_ctx), (fixed_loss, fixed_ctx) = results
     assert abs(packed_loss - fixed_loss) < 1e-5

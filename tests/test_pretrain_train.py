@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_plugins.classification.image_folder import Sample
+from pomp_plugins.images.folder import Sample
 from pomp_plugins.pretrain import PretrainConfig, pretrain
 from pomp_plugins.pretrain.checkpoint import load_checkpoint, save_checkpoint
 from pomp_plugins.pretrain.config import PretrainError

@@ -29,6 +29,19 @@ def test_round_trip_is_small_and_self_describing(tmp_path):
     assert raw["format"] == "pomp-prompt" and raw["version"] == 1 and raw["n_ctx"] == 4
 
 
+def test_files_record_no_template_and_older_files_load_only_with_the_encoded_one(tmp_path):
+    """The encoder builds "{ctx} {name}." only: files do not record a template any more, files that did load when
+    it is that one, and one with any other template is refused (it would be encoded as it was not trained)."""
+    save_prompt(Prompt(torch.randn(4, 8), "pomp-tiny"), tmp_path / "new.pt")
+    assert "template" not in torch.load(tmp_path / "new.pt", weights_only=True)
+    older = {"format": "pomp-prompt", "version": 1, "ctx": torch.randn(4, 8), "clip_model": "pomp-tiny"}
+    torch.save({**older, "template": "{ctx} {name}."}, tmp_path / "old.pt")
+    assert torch.equal(load_prompt(tmp_path / "old.pt").ctx, older["ctx"])
+    torch.save({**older, "template": "{ctx} a photo of a {name}."}, tmp_path / "other.pt")
+    with pytest.raises(PromptFileError, match=r"other.pt: template '\{ctx\} a photo of a \{name\}.'; this version"):
+        load_prompt(tmp_path / "other.pt")
+
+
 def test_reference_checkpoint_format_loads(tmp_path):
     ctx = torch.randn(16, 512).half()
     path = tmp_path / "model.pth.tar-5"

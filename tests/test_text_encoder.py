@@ -87,7 +87,7 @@ def test_wrong_width_names_both_widths(tiny_clip):
 def test_tower_sizes_a_linear_projection_and_the_room_left_for_a_name(tiny_clip):
     import copy
 
-    from pomp_plugins.prompt.text_encoder import tokenize
+    from pomp_plugins.prompt.tokenization import tokenize
 
     tower = FrozenTextTower(tiny_clip.model)
     assert (tower.width, tower.context_length, tower.output_dim, tower.dtype) == (64, 77, 64, torch.float32)

@@ -7,9 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_plugins.classification import AccuracyCounts
-from pomp_plugins.classification.image_folder import Batch
-from pomp_plugins.classification.zeroshot import evaluate, image_features
+from pomp_plugins.images import AccuracyCounts, Batch, evaluate, image_features
 from pomp_plugins.prompt import Prompt, class_embeddings, save_prompt
 
 NAMES = ["cat", "traffic light", "golden retriever"]

@@ -1,15 +1,3 @@
-"""Zero-shot image classification with POMP prompts: image-folder datasets, image features, accuracy."""
-
-from .image_folder import ImageFolder, ImageListDataset, class_names, collate_skipping, load_rgb
-from .zeroshot import AccuracyCounts, evaluate, image_features
-
-__all__ = [
-    "ImageFolder",
-    "ImageListDataset",
-    "class_names",
-    "collate_skipping",
-    "load_rgb",
-    "AccuracyCounts",
-    "evaluate",
-    "image_features",
-]
+"""Zero-shot image classification with POMP prompts: ``tools/eval_zeroshot.py`` (:mod:`.cli`). The class embeddings
+come from :func:`pomp_plugins.prompt.class_embeddings`; the images, their features and the accuracy counts from
+:mod:`pomp_plugins.images`."""

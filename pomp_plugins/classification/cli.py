@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..images.accuracy import evaluate
+from ..images.folder import ImageFolderIndex, ImageListDataset, collate_skipping
 from ..prompt.cache import EmbeddingCache
 from ..prompt.cli import add_clip_arguments, add_prompt_arguments, add_vocabulary_arguments, clip_pretrained
 from ..prompt.embedder import DEFAULT_HARD_PROMPT, class_embeddings, load_for_prompt
 from ..prompt.templates import TEMPLATE_SETS
 from ..prompt.vocabularies import resolve_vocabulary
-from .image_folder import ImageFolder, ImageListDataset, collate_skipping
-from .zeroshot import evaluate
 
 EXAMPLES = """examples:
   eval_zeroshot.py --data imagenet21k_resized/imagenet21k_val --vocabulary imagenet21k-p \\
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     vocabulary = None
     if args.vocabulary or args.names:
         vocabulary = resolve_vocabulary(args.vocabulary, args.names)
-    dataset_tree = ImageFolder.scan(args.data, vocabulary, args.names_file, args.allow_unnamed)
+    dataset_tree = ImageFolderIndex.scan(args.data, vocabulary, args.names_file, args.allow_unnamed)
     paths, labels = dataset_tree.paths, dataset_tree.labels
     if args.limit_per_class:
         paths, labels = limit_per_class(paths, labels, args.limit_per_class)

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,9 +235,6 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict) -> PretrainConfig:

@@ -17,7 +17,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..classification.image_folder import Sample, Skipped, load_rgb
+from ..images.folder import Sample, Skipped, load_rgb
 from .randaugment import RandAugment2
 
 # Tags that keep the seed streams of the different random choices apart.

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..classification.image_folder import Sample, Skipped, collate_skipping
-from ..classification.zeroshot import image_features
+from ..images.features import image_features
+from ..images.folder import Sample, Skipped, collate_skipping
 from ..prompt.atomic import atomic_write_text
 from ..prompt.cache import tensor_fingerprint
 from ..prompt.clip import LoadedClip

@@ -18,21 +18,37 @@ are averaged in one persistent buffer (``GradientBuffer``) before the optimiser 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
-from ..classification.zeroshot import image_features
+from ..images.features import image_features
 from ..prompt.loss import LocalContrastPlan, plan_local_contrast, pomp_loss, sample_negatives
-from ..prompt.text_encoder import PackedPrompts, PromptedTextEncoder, TokenizedPrompts, scratch_rows
+from ..prompt.packed_attention import PackedPrompts, scratch_rows
+from ..prompt.text_encoder import PromptedTextEncoder
+from ..prompt.tokenization import TokenizedPrompts
 from .cuda_graphs import CapturedFunction
 from .data import NEGATIVES, derive_seed
 from .gradient import GradientBuffer
 
 # Packed prompt tokens are padded to a multiple of this, so a few shapes (CUDA graphs) cover all steps.
 TOKEN_BUCKET = 256
+
+
+def tensor_fields(cls: type) -> tuple[str, ...]:
+    """The names of dataclass ``cls``'s fields declared ``torch.Tensor``, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return tuple(field.name for field in fields(cls) if hints[field.name] is torch.Tensor)
+
+
+# The flat layout of a group's inputs for the captured function (CUDA graphs take tensors only): the plan's tensor
+# fields, then the token ids', then the packed layout's, each in the order its dataclass declares them.
+PLAN_TENSORS = tensor_fields(LocalContrastPlan)
+TOKEN_TENSORS = tensor_fields(TokenizedPrompts)
+PACKED_TENSORS = tensor_fields(PackedPrompts)
 
 
 def group_negatives(num_classes: int, num_sampled: int, seed: int, step: int, group: int) -> torch.Tensor:
@@ -151,38 +167,33 @@ class PompStep:
         self, image_features: torch.Tensor, *tensors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``loss_and_gradient`` from flat tensors (``_flatten``'s order): the function CUDA graphs capture."""
-        plan = LocalContrastPlan(*tensors[:5])
-        ids, eot, packed_ids, positions, slots, eot_rows, mask = tensors[5:]
-        attention_rows = len(eot_rows) + scratch_rows(TOKEN_BUCKET, self.suffix_length)
-        prompts = PackedPrompts(
-            TokenizedPrompts(ids, eot),
-            1 + self.encoder.n_ctx,
-            packed_ids,
-            positions,
-            slots,
-            eot_rows,
-            mask,
-            attention_rows,
-        )
-        return self.loss_and_gradient(image_features, StepInputs(plan, prompts))
+        return self.loss_and_gradient(image_features, self._unflatten(tensors))
 
     @staticmethod
     def _flatten(inputs: StepInputs) -> list[torch.Tensor]:
-        plan, prompts = inputs.plan, inputs.prompts
+        """The tensors of ``inputs`` in the flat layout (``PLAN_TENSORS``, ``TOKEN_TENSORS``, ``PACKED_TENSORS``)."""
+        plan, packed = inputs.plan, inputs.prompts
         return [
-            plan.classes,
-            plan.labels,
-            plan.negatives,
-            plan.positive_index,
-            plan.negative_index,
-            prompts.prompts.ids,
-            prompts.prompts.eot,
-            prompts.ids,
-            prompts.positions,
-            prompts.slots,
-            prompts.eot_rows,
-            prompts.mask,
+            *(getattr(plan, name) for name in PLAN_TENSORS),
+            *(getattr(packed.prompts, name) for name in TOKEN_TENSORS),
+            *(getattr(packed, name) for name in PACKED_TENSORS),
         ]
+
+    def _unflatten(self, tensors: Sequence[torch.Tensor]) -> StepInputs:
+        """``_flatten``'s inverse for a fixed-shape layout; its other fields are the step's (prefix length) or follow
+        from the shapes (attention rows)."""
+        expected = len(PLAN_TENSORS) + len(TOKEN_TENSORS) + len(PACKED_TENSORS)
+        if len(tensors) != expected:
+            raise ValueError(f"{len(tensors)} flat tensors, but a step's inputs have {expected}")
+        values = iter(tensors)
+        plan = LocalContrastPlan(**{name: next(values) for name in PLAN_TENSORS})
+        prompts = TokenizedPrompts(**{name: next(values) for name in TOKEN_TENSORS})
+        packed = {name: next(values) for name in PACKED_TENSORS}
+        attention_rows = len(packed["eot_rows"]) + scratch_rows(TOKEN_BUCKET, self.suffix_length)
+        layout = PackedPrompts(
+            prompts=prompts, num_prefix=1 + self.encoder.n_ctx, attention_rows=attention_rows, **packed
+        )
+        return StepInputs(plan, layout)
 
     def accumulate(self, image_features: torch.Tensor, inputs: StepInputs) -> torch.Tensor | None:
         """Add one group's gradient (weighted by its rows) to the step's buffer; returns its detached loss

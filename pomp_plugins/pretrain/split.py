@@ -14,7 +14,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..classification.image_folder import ImageFolder
+from ..images.folder import ImageFolderIndex
 from ..prompt.atomic import atomic_write_text
 from ..prompt.vocabularies import get_vocabulary
 from .config import PretrainError
@@ -80,7 +80,7 @@ def draw_split(
     A class with fewer images trains on what it has; validation takes only what is left after the shots.
     """
     root = image_root(data)
-    tree = ImageFolder.scan(root, get_vocabulary(vocabulary) if vocabulary else None, names_file, allow_unnamed)
+    tree = ImageFolderIndex.scan(root, get_vocabulary(vocabulary) if vocabulary else None, names_file, allow_unnamed)
     by_class: list[list[str]] = [[] for _ in tree.keys]
     for path, label in zip(tree.paths, tree.labels):
         by_class[label].append(os.path.relpath(path, root))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..classification.image_folder import Batch, ImageListDataset, collate_skipping
-from ..classification.zeroshot import compiled_image_encoder, evaluate
+from ..images.accuracy import evaluate
+from ..images.features import compiled_image_encoder, model_dtype
+from ..images.folder import Batch, ImageListDataset, collate_skipping
 from ..prompt.atomic import atomic_write_text
 from ..prompt.clip import load_clip
 from ..prompt.loss import correction_margin
@@ -34,7 +36,7 @@ from .data import PROMPT_INIT, GroupSampler, MultiViewDataset, PixelNormalizer, 
 from .distributed import Distributed, init_distributed
 from .feature_cache import CachedFeatureDataset, build_feature_cache, cache_key
 from .objective import PompStep, group_negatives, image_feature_function
-from .split import prepare_split
+from .split import FewShotSplit, prepare_split
 from .throughput import ThroughputMeter
 
 
@@ -76,68 +78,24 @@ class Pretrainer:
         config.check_world_size(dist.world_size)
         self.out = Path(config.output)
         resume_from = self._checkpoint_to_resume()
-        if dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-        self.split = prepare_split(
-            config.split_file or self.out / "split.json",
-            config.data,
-            dist.is_main,
-            dist.barrier,
-            shots=config.shots,
-            val_per_class=config.val_per_class,
-            seed=config.seed,
-            vocabulary=config.vocabulary,
-            names_file=config.names_file,
-            allow_unnamed=config.allow_unnamed,
-        )
-
+        self._write_config()
+        self.split = self._few_shot_split()
         self.clip = load_clip(config.clip_model, config.clip_pretrained, device=dist.device, dtype=config.dtype)
-        self.encoder = PromptedTextEncoder.from_clip(
-            self.clip.model,
-            config.n_ctx,
-            init=config.ctx_init,
-            std=config.ctx_std,
-            generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)),
-        )
+        self.encoder = self._prompted_encoder()
         self.class_prompts = self.encoder.tokenize(self.split.names, device="cpu")
-        preprocess = self.clip.model.visual.preprocess_cfg
-        self.normalize = PixelNormalizer(preprocess["mean"], preprocess["std"], dist.device)
-        encode = compiled_image_encoder(self.clip.model) if config.compile_image_tower else None
+        self.normalize = self._pixel_normalizer()
         self.cuda_graphs = config.cuda_graphs and dist.device.type == "cuda"
-        self.image_features = image_feature_function(self.clip.model, encode, self.cuda_graphs)
-        self.num_sampled = min(config.num_sampled, len(self.split.names))
-        if self.num_sampled < config.num_sampled:
-            self.log(
-                f"K={config.num_sampled} classes per step, but the data has {len(self.split.names)}: using all "
-                f"{self.num_sampled} (a full softmax)"
-            )
-        self.optimizer = torch.optim.SGD(
-            [self.encoder.ctx], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(learning_rate_factor, config))
-        self.step = PompStep(
-            self.encoder,
-            self.class_prompts,
-            self.clip.logit_scale,
-            self.num_sampled,
-            config.log_base,
-            self.optimizer,
-            dist.sum_ if dist.active else None,
-            cuda_graphs=self.cuda_graphs,
-            max_positives=config.group_size,
-        )
+        self.image_features = self._image_feature_function()
+        self.num_sampled = self._classes_per_group()
+        self.optimizer, self.scheduler = self._optimizer_and_schedule()
+        self.step = self._pomp_step()
         self.state = RunState()
         self.train_data = self._train_dataset()
         if resume_from is not None:
             self._restore(resume_from)
         self.epoch_loss = torch.tensor(self.state.loss_sum, dtype=torch.float64, device=dist.device)
         self.throughput = ThroughputMeter(dist.device)
-        self.writer = None
-        if dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(self.out / "tensorboard", purge_step=self.state.global_step or None)
+        self.writer = self._tensorboard_writer()
 
     # ----------------------------------------------------------------------------------------------- set-up
     def log(self, message: str) -> None:
@@ -145,6 +103,7 @@ class Pretrainer:
             tqdm.write(f"[pomp] {message}")
 
     def _checkpoint_to_resume(self) -> dict | None:
+        """The checkpoint ``config.resume`` names, checked against this run's settings; ``None``: start afresh."""
         if not self.config.resume:
             return None
         path = self.out / "checkpoints" / "last.pt" if self.config.resume == "auto" else Path(self.config.resume)
@@ -160,7 +119,89 @@ class Pretrainer:
             )
         return state
 
+    def _write_config(self) -> None:
+        """``OUTPUT/config.json``: the resolved settings (main process)."""
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json", json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+    def _few_shot_split(self) -> FewShotSplit:
+        """The split file's split, drawn and written first by the main process if there is none yet."""
+        config = self.config
+        return prepare_split(
+            config.split_file or self.out / "split.json",
+            config.data,
+            self.dist.is_main,
+            self.dist.barrier,
+            shots=config.shots,
+            val_per_class=config.val_per_class,
+            seed=config.seed,
+            vocabulary=config.vocabulary,
+            names_file=config.names_file,
+            allow_unnamed=config.allow_unnamed,
+        )
+
+    def _prompted_encoder(self) -> PromptedTextEncoder:
+        """A fresh prompt (from the run seed, or from ``ctx_init``) on the frozen text tower."""
+        config = self.config
+        return PromptedTextEncoder.from_clip(
+            self.clip.model,
+            config.n_ctx,
+            init=config.ctx_init,
+            std=config.ctx_std,
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, PROMPT_INIT)),
+        )
+
+    def _pixel_normalizer(self) -> PixelNormalizer:
+        preprocess = self.clip.model.visual.preprocess_cfg
+        return PixelNormalizer(preprocess["mean"], preprocess["std"], self.dist.device)
+
+    def _image_feature_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The frozen image tower's features, compiled and/or replayed as CUDA graphs as configured."""
+        encode = compiled_image_encoder(self.clip.model) if self.config.compile_image_tower else None
+        return image_feature_function(self.clip.model, encode, self.cuda_graphs)
+
+    def _classes_per_group(self) -> int:
+        """K, capped at the number of classes (then a full softmax, with a notice)."""
+        requested, classes = self.config.num_sampled, len(self.split.names)
+        if classes < requested:
+            self.log(
+                f"K={requested} classes per step, but the data has {classes}: using all {classes} (a full softmax)"
+            )
+        return min(requested, classes)
+
+    def _optimizer_and_schedule(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """SGD on ``ctx`` and the reference's per-epoch schedule (``learning_rate_factor``)."""
+        config = self.config
+        optimizer = torch.optim.SGD(
+            [self.encoder.ctx], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, partial(learning_rate_factor, config))
+
+    def _pomp_step(self) -> PompStep:
+        return PompStep(
+            self.encoder,
+            self.class_prompts,
+            self.clip.logit_scale,
+            self.num_sampled,
+            self.config.log_base,
+            self.optimizer,
+            self.dist.sum_ if self.dist.active else None,
+            cuda_graphs=self.cuda_graphs,
+            max_positives=self.config.group_size,
+        )
+
+    def _tensorboard_writer(self):
+        """A ``SummaryWriter`` on ``OUTPUT/tensorboard`` in the main process (dropping events after a resumed
+        step), ``None`` in the others."""
+        if not self.dist.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(self.out / "tensorboard", purge_step=self.state.global_step or None)
+
     def _train_dataset(self) -> Dataset:
+        """The training images' augmented views, or in feature-cache mode their cached features."""
         config = self.config
         paths, labels = self.split.paths(config.data, "train")
         augment = train_augmentation(
@@ -174,6 +215,11 @@ class Pretrainer:
         views = MultiViewDataset(paths, labels, augment, config.views, config.seed)
         if not config.cache_image_features:
             return views
+        return self._cached_feature_dataset(views, paths, labels)
+
+    def _cached_feature_dataset(self, views: MultiViewDataset, paths: list[str], labels: list[int]) -> Dataset:
+        """The image features of ``views``, from ``OUTPUT/feature_cache`` (built or rebuilt first if needed)."""
+        config = self.config
         settings = {
             "image_size": self.clip.image_size,
             "crop_scale_min": config.crop_scale_min,
@@ -183,7 +229,7 @@ class Pretrainer:
                 config.randaugment_prob,
                 config.randaugment_magnitude,
             ],
-            "dtype": str(next(self.clip.model.visual.parameters()).dtype),
+            "dtype": str(model_dtype(self.clip.model.visual)),
         }
         started = time.perf_counter()
         cache = build_feature_cache(
@@ -230,8 +276,18 @@ class Pretrainer:
     # ---------------------------------------------------------------------------------------------- the run
     def run(self) -> Path | None:
         """Train to the last epoch and write the prompt; ``None`` if stopped early by ``stop_after_steps``."""
+        steps = GroupSampler.steps_per_epoch(len(self.train_data), self.config.group_size, self.config.groups_per_step)
+        self._log_run_plan(steps)
+        while self.state.epoch < self.config.epochs:
+            started = time.perf_counter()
+            if not self._train_epoch(steps):
+                return None
+            self._end_epoch(time.perf_counter() - started)
+        return self._finish()
+
+    def _log_run_plan(self, steps: int) -> None:
+        """The data, the local contrast and the schedule this run trains with; the class folders without images."""
         config, dist = self.config, self.dist
-        steps = GroupSampler.steps_per_epoch(len(self.train_data), config.group_size, config.groups_per_step)
         margin = "off"
         if config.log_base is not None:
             value = correction_margin(len(self.class_prompts), self.num_sampled, torch.tensor([0]), config.log_base)
@@ -247,59 +303,39 @@ class Pretrainer:
                 f"warning: {len(self.split.empty_classes)} class folders have no images: "
                 f"{', '.join(self.split.empty_classes[:10])}"
             )
-        while self.state.epoch < config.epochs:
-            started = time.perf_counter()
-            if not self._train_epoch(steps):
-                return None
-            seconds = time.perf_counter() - started
-            totals = dist.sum_(torch.stack([self.epoch_loss, self.epoch_loss.new_tensor(self.state.rows)]))
-            record = {
-                "epoch": self.state.epoch + 1,
-                "lr": self.scheduler.get_last_lr()[0],
-                "train_loss": float(totals[0] / totals[1].clamp(min=1)),
-                "seconds": seconds,
-                "validation": self._validate(),
-            }
-            self.state.history.append(record)
-            self._log_epoch(record)
-            self.scheduler.step()
-            self.state.epoch += 1
-            self.state.step_in_epoch, self.state.rows = 0, 0
-            self.epoch_loss.zero_()
-            self._save_checkpoint()
-            if dist.is_main:
-                epoch_prompt = self.out / "prompts" / f"epoch_{self.state.epoch}.pt"
-                save_prompt(self._prompt({"epoch": self.state.epoch}), epoch_prompt)
-        return self._finish()
+
+    def _end_epoch(self, seconds: float) -> None:
+        """Validate and record the finished epoch, step the schedule, checkpoint, write the epoch's prompt."""
+        totals = self.dist.sum_(torch.stack([self.epoch_loss, self.epoch_loss.new_tensor(self.state.rows)]))
+        record = {
+            "epoch": self.state.epoch + 1,
+            "lr": self.scheduler.get_last_lr()[0],
+            "train_loss": float(totals[0] / totals[1].clamp(min=1)),
+            "seconds": seconds,
+            "validation": self._validate(),
+        }
+        self.state.history.append(record)
+        self._log_epoch(record)
+        self.scheduler.step()
+        self.state.epoch += 1
+        self.state.step_in_epoch, self.state.rows = 0, 0
+        self.epoch_loss.zero_()
+        self._save_checkpoint()
+        if self.dist.is_main:
+            epoch_prompt = self.out / "prompts" / f"epoch_{self.state.epoch}.pt"
+            save_prompt(self._prompt({"epoch": self.state.epoch}), epoch_prompt)
 
     def _train_epoch(self, steps: int) -> bool:
         """The rest of the current epoch; False if ``stop_after_steps`` stopped it (after a checkpoint)."""
-        config, dist, state = self.config, self.dist, self.state
-        sampler = GroupSampler(
-            len(self.train_data),
-            config.group_size,
-            config.groups_per_step,
-            dist.rank,
-            dist.world_size,
-            config.seed,
-            state.epoch,
-            start=state.step_in_epoch,
-        )
-        loader = DataLoader(
-            self.train_data,
-            batch_sampler=sampler,
-            num_workers=config.workers,
-            collate_fn=collate_skipping,
-            pin_memory=dist.device.type == "cuda",
-            generator=torch.Generator(),
-        )  # keeps the global RNG untouched
-        groups = iter(loader)
+        config, state = self.config, self.state
+        sampler = self._group_sampler()
+        groups = iter(self._group_loader(sampler))
         bar = tqdm(
             total=steps,
             initial=state.step_in_epoch,
             desc=f"epoch {state.epoch + 1}/{config.epochs}",
             unit="step",
-            disable=not (config.progress and dist.is_main),
+            disable=not (config.progress and self.dist.is_main),
             dynamic_ncols=True,
         )
         logged_loss, logged_rows = state.loss_sum, state.rows
@@ -307,47 +343,87 @@ class Pretrainer:
         while state.step_in_epoch < steps:
             if config.stop_after_steps is not None and state.global_step >= config.stop_after_steps:
                 bar.close()
-                self._save_checkpoint()
-                self._write_throughput()
-                self.log(f"stopped after {state.global_step} steps; continue with --resume")
+                self._stop_early()
                 return False
-            step_images = 0
-            for number in sampler.groups_of_rank():
-                fetch_started = time.perf_counter()
-                batch = next(groups)
-                self.throughput.waited(time.perf_counter() - fetch_started)
-                state.skipped.update(batch.skipped)
-                if not len(batch):
-                    continue
-                negatives = group_negatives(
-                    len(self.class_prompts), self.num_sampled, config.seed, state.global_step, number
-                )
-                inputs = self.step.prepare(batch.labels.repeat_interleave(config.views), negatives)
-                loss = self.step.accumulate(self._image_features(batch), inputs)
-                self.epoch_loss += loss.double() * inputs.rows
-                state.rows += inputs.rows
-                window_images += len(batch)
-                step_images += len(batch)
-            self.step.apply()  # every process, even one whose groups were empty (the all-reduce needs them all)
-            self.throughput.step_done(step_images)
+            window_images += self._train_step(sampler, groups)
             state.step_in_epoch += 1
             state.global_step += 1
             bar.update()
             if state.global_step % config.log_every == 0 or state.step_in_epoch == steps:
-                state.loss_sum = float(self.epoch_loss)  # one device sync per log interval
-                mean_loss = (state.loss_sum - logged_loss) / max(state.rows - logged_rows, 1)
-                images_per_s = window_images * dist.world_size / (time.perf_counter() - window_start)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
-                if self.writer is not None:
-                    self.writer.add_scalar("train/loss", mean_loss, state.global_step)
-                    self.writer.add_scalar("train/images_per_s", images_per_s, state.global_step)
-                    self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], state.global_step)
+                self._log_training(bar, logged_loss, logged_rows, window_images, window_start)
                 logged_loss, logged_rows = state.loss_sum, state.rows
                 window_images, window_start = 0, time.perf_counter()
             if config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0:
                 self._save_checkpoint()
         bar.close()
         return True
+
+    def _group_sampler(self) -> GroupSampler:
+        """This rank's groups of the current epoch, from the step the run is at."""
+        config, dist = self.config, self.dist
+        return GroupSampler(
+            len(self.train_data),
+            config.group_size,
+            config.groups_per_step,
+            dist.rank,
+            dist.world_size,
+            config.seed,
+            self.state.epoch,
+            start=self.state.step_in_epoch,
+        )
+
+    def _group_loader(self, sampler: GroupSampler) -> DataLoader:
+        """A batch per group of ``sampler`` (unreadable images skipped), with the global RNG untouched."""
+        return DataLoader(
+            self.train_data,
+            batch_sampler=sampler,
+            num_workers=self.config.workers,
+            collate_fn=collate_skipping,
+            pin_memory=self.dist.device.type == "cuda",
+            generator=torch.Generator(),
+        )
+
+    def _train_step(self, sampler: GroupSampler, groups: Iterator[Batch]) -> int:
+        """One optimisation step: this rank's groups of it, then the update; returns the images trained on."""
+        step_images = sum(self._accumulate_group(number, groups) for number in sampler.groups_of_rank())
+        self.step.apply()  # every process, even one whose groups were empty (the all-reduce needs them all)
+        self.throughput.step_done(step_images)
+        return step_images
+
+    def _accumulate_group(self, number: int, groups: Iterator[Batch]) -> int:
+        """The next group's loss and gradient (group ``number`` of the step), added to the step's; its images."""
+        config, state = self.config, self.state
+        fetch_started = time.perf_counter()
+        batch = next(groups)
+        self.throughput.waited(time.perf_counter() - fetch_started)
+        state.skipped.update(batch.skipped)
+        if not len(batch):
+            return 0
+        negatives = group_negatives(len(self.class_prompts), self.num_sampled, config.seed, state.global_step, number)
+        inputs = self.step.prepare(batch.labels.repeat_interleave(config.views), negatives)
+        loss = self.step.accumulate(self._image_features(batch), inputs)
+        self.epoch_loss += loss.double() * inputs.rows
+        state.rows += inputs.rows
+        return len(batch)
+
+    def _log_training(self, bar: tqdm, since_loss: float, since_rows: int, images: int, started: float) -> None:
+        """Mean loss and images/s since the last log (loss sum ``since_loss`` over ``since_rows`` rows then),
+        on the progress bar and in tensorboard."""
+        state = self.state
+        state.loss_sum = float(self.epoch_loss)  # one device sync per log interval
+        mean_loss = (state.loss_sum - since_loss) / max(state.rows - since_rows, 1)
+        images_per_s = images * self.dist.world_size / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", mean_loss, state.global_step)
+            self.writer.add_scalar("train/images_per_s", images_per_s, state.global_step)
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], state.global_step)
+
+    def _stop_early(self) -> None:
+        """``stop_after_steps`` reached: checkpoint, write the throughput, say how to continue."""
+        self._save_checkpoint()
+        self._write_throughput()
+        self.log(f"stopped after {self.state.global_step} steps; continue with --resume")
 
     def _image_features(self, batch: Batch) -> torch.Tensor:
         """Normalised image features ``[B*V, D]``, view after view of image after image."""

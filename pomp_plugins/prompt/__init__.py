@@ -1,5 +1,5 @@
-"""The toolkit-agnostic POMP core: CLIP loading, the prompted text encoder, prompt files, vocabularies,
-the embedding cache and the POMP loss. Imports neither detectron2 nor mmseg."""
+"""The toolkit-agnostic POMP core: CLIP loading, tokenisation, the prompted text encoder (and its packed attention
+path), prompt files, vocabularies, the embedding cache and the POMP loss. Imports neither detectron2 nor mmseg."""
 
 from .atomic import atomic_save, atomic_write, atomic_write_text
 from .cache import EmbeddingCache
@@ -21,9 +21,9 @@ from .text_encoder import (
     HardPromptEncoder,
     PromptedTextEncoder,
     PromptWidthError,
-    TokenizedPrompts,
-    tokenize,
+    SlowTextPathWarning,
 )
+from .tokenization import TokenizedPrompts, tokenize
 from .vocabularies import (
     VOCABULARY_NAMES,
     Vocabulary,
@@ -67,6 +67,7 @@ __all__ = [
     "HardPromptEncoder",
     "PromptedTextEncoder",
     "PromptWidthError",
+    "SlowTextPathWarning",
     "TokenizedPrompts",
     "tokenize",
     "VOCABULARY_NAMES",

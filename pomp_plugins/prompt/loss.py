@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from .text_encoder import to_device
+from .device import to_device
 
 
 @dataclass

@@ -4,7 +4,11 @@ Our format is a ``torch.save``'d dict (a few KB)::
 
     {"format": "pomp-prompt", "version": 1, "ctx": Tensor[n_ctx, width] float32,
      "clip_model": "ViT-B-16", "clip_pretrained": "openai", "clip_quick_gelu": True, "n_ctx": 4,
-     "class_token_position": "end", "template": "{ctx} {name}.", "meta": {...}}
+     "class_token_position": "end", "meta": {...}}
+
+Every prompt is encoded as ``[SOT] ctx_1..ctx_n <name> . [EOT]`` (the text ``"{ctx} {name}."``): the format has no
+other text layout. Files written before also recorded that as ``"template": "{ctx} {name}."``; they load, and a file
+whose template is anything else is refused rather than encoded with a layout it was not trained with.
 
 The reference implementation's (Dassl) checkpoints, ``{"state_dict": {"ctx": Tensor[n_ctx, 512] fp16}, "epoch",
 "optimizer", "scheduler", ...}``, load too, through an unpickler that never runs code from the file (see
@@ -32,7 +36,8 @@ from .safe_load import safe_torch_load
 FORMAT = "pomp-prompt"
 VERSION = 1
 CLASS_TOKEN_POSITIONS = ("end",)
-TEMPLATE = "{ctx} {name}."
+#: The text layout of every prompt; older files recorded it as ``"template"``, and only this value loads.
+ENCODED_TEMPLATE = "{ctx} {name}."
 HF_HUB_PREFIX = "hf-hub:"
 PROMPT_FILE_PATTERNS = ("*.pth.tar*", "*.pt", "*.pth")
 
@@ -64,17 +69,12 @@ class Prompt:
     clip_model: str | None = None
     clip_pretrained: str | None = None
     class_token_position: str = "end"
-    template: str = TEMPLATE
     meta: dict = field(default_factory=dict)
     clip_quick_gelu: bool | None = None
 
     @property
     def n_ctx(self) -> int:
         return self.ctx.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.ctx.shape[1]
 
 
 def save_prompt(prompt: Prompt, path: str | os.PathLike) -> None:
@@ -89,7 +89,6 @@ def save_prompt(prompt: Prompt, path: str | os.PathLike) -> None:
             "clip_quick_gelu": prompt.clip_quick_gelu,
             "n_ctx": prompt.n_ctx,
             "class_token_position": prompt.class_token_position,
-            "template": prompt.template,
             "meta": prompt.meta,
         },
         path,
@@ -159,8 +158,9 @@ def load_prompt(path: str | os.PathLike) -> Prompt:
 
     Raises:
         FileNotFoundError: ``path`` does not exist (or is not available from the hub).
-        PromptFileError: the file is corrupt or truncated, is not a prompt (says what it found instead), or is a
-            newer format version; the message starts with the file name.
+        PromptFileError: the file is corrupt or truncated, is not a prompt (says what it found instead), is a
+            newer format version, or records a template other than ``"{ctx} {name}."``; the message starts with the
+            file name.
     """
     source = os.fspath(path)
     path = resolve_prompt_path(path)
@@ -182,12 +182,17 @@ def load_prompt(path: str | os.PathLike) -> Prompt:
         position = obj.get("class_token_position", "end")
         if position not in CLASS_TOKEN_POSITIONS:
             raise PromptFileError(f"{name}: class token position {position!r}; supported: {CLASS_TOKEN_POSITIONS}")
+        template = obj.get("template", ENCODED_TEMPLATE)
+        if template != ENCODED_TEMPLATE:
+            raise PromptFileError(
+                f"{name}: template {template!r}; this version encodes every prompt as {ENCODED_TEMPLATE!r} "
+                "([SOT], ctx, the class name, a full stop) and would not encode it as it was trained"
+            )
         return Prompt(
             ctx=_checked_ctx(obj.get("ctx"), name, expected),
             clip_model=_optional_str(obj.get("clip_model"), "clip_model", name),
             clip_pretrained=_optional_str(obj.get("clip_pretrained"), "clip_pretrained", name),
             class_token_position=position,
-            template=obj.get("template", TEMPLATE),
             meta=dict(obj.get("meta") or {}),
             clip_quick_gelu=obj.get("clip_quick_gelu") if isinstance(obj.get("clip_quick_gelu"), bool) else None,
         )

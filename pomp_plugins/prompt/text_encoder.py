@@ -1,4 +1,4 @@
-"""The prompted CLIP text encoder (CoOp layout) with exact cut-after-EOT batching.
+"""The prompted CLIP text encoder (CoOp layout), the hard-prompt encoder, and the frozen text tower they share.
 
 Layout of every prompt, in tokens::
 
@@ -8,80 +8,54 @@ The learned ``ctx`` vectors replace the token embeddings right after the start t
 exact savings possible, since the feature at a position depends only on the tokens up to it:
 
 - *cut after EOT*: each batch is cut right after its last EOT token instead of being padded to CLIP's 77;
-- *shared prefix, packed suffixes*: ``[SOT] ctx`` is the same for every prompt, so its hidden states are computed
-  once (batch 1) and every prompt attends to them; the per-token work (layer norms, projections, MLPs) then runs on
-  the real name tokens of all prompts packed into one ``[T, width]`` matrix, with no padding. Only the attention
-  itself sees a padded ``[B, S]`` layout. For ImageNet-21K names with 4 ctx tokens this is about a quarter of the
-  tokens of the cut batch, and a tenth at 16.
+- *shared prefix, packed suffixes* (:mod:`.packed_attention`): ``[SOT] ctx`` is computed once and the name tokens
+  of all prompts are packed without padding. It covers open_clip's standard text blocks (open_clip 3.3, which
+  setup.py pins); a tower built otherwise falls back to the cut-after-EOT path, with a ``SlowTextPathWarning``.
 
 Both paths give the same numbers as open_clip's ``encode_text`` (tested to 1e-5 in fp32).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 from tqdm.auto import tqdm
 
-_TOKENIZER: SimpleTokenizer | None = None
+from .packed_attention import PackedPrompts, packed_block, packing_obstacle
+from .tokenization import TokenizedPrompts, clip_tokenizer, tokenize
 
-
-def clip_tokenizer() -> SimpleTokenizer:
-    """CLIP's BPE tokenizer (shipped with open_clip), built once per process."""
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        _TOKENIZER = SimpleTokenizer()
-    return _TOKENIZER
+#: the open_clip release line the packed path re-implements and is tested with (setup.py pins it)
+PACKED_PATH_OPEN_CLIP = "3.3"
 
 
 class PromptWidthError(ValueError):
     """A prompt's width does not match the CLIP text tower it is used with."""
 
 
-@dataclass
-class TokenizedPrompts:
-    """Token ids of a list of prompts, padded to the longest one.
-
-    ``ids``: ``[C, L]`` int64, zero-padded; ``eot``: ``[C]`` int64, position of each prompt's EOT token.
-    """
-
-    ids: torch.Tensor
-    eot: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.ids.shape[0]
-
-    def select(self, index: torch.Tensor) -> TokenizedPrompts:
-        """The prompts at ``index`` (``[B]`` int64), cut right after their last EOT token."""
-        eot = self.eot[index]
-        return TokenizedPrompts(self.ids[index, : int(eot.max()) + 1], eot)
-
-    def to(self, device: torch.device | str) -> TokenizedPrompts:
-        return TokenizedPrompts(self.ids.to(device), self.eot.to(device))
+class SlowTextPathWarning(UserWarning):
+    """A text tower is encoded without the packed path (same features, slower); the message says why."""
 
 
-def tokenize(texts: Sequence[str], n_ctx: int = 0, context_length: int = 77) -> TokenizedPrompts:
-    """Tokenize ``texts`` as CLIP does, leaving ``n_ctx`` placeholder slots after the start token.
+_SLOW_PATH_REASONS_WARNED: set[str] = set()
 
-    A text too long for ``context_length`` is truncated and still ends with EOT, as open_clip's tokenizer does.
-    """
-    tokenizer = clip_tokenizer()
-    sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
-    max_body = context_length - 2 - n_ctx
-    if max_body < 1:
-        raise ValueError(f"n_ctx={n_ctx} leaves no room for a class name in {context_length} tokens")
-    rows = [[sot] + [0] * n_ctx + tokenizer.encode(text)[:max_body] + [eot] for text in texts]
-    length = max((len(row) for row in rows), default=2)
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    return TokenizedPrompts(ids, torch.tensor([len(row) - 1 for row in rows], dtype=torch.long))
+
+def _warn_slow_path(reason: str) -> None:
+    """Warn, once per process and reason, that an encoder falls back from the packed path."""
+    if reason in _SLOW_PATH_REASONS_WARNED:
+        return
+    _SLOW_PATH_REASONS_WARNED.add(reason)
+    warnings.warn(
+        f"the packed text path does not cover this CLIP's text tower ({reason}): encoding with the slower "
+        f"cut-after-EOT path instead (same features). The packed path is tested with open_clip_torch "
+        f"{PACKED_PATH_OPEN_CLIP}.x; this is open_clip_torch {open_clip.__version__}.",
+        SlowTextPathWarning,
+        stacklevel=2,
+    )
 
 
 def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -148,17 +122,7 @@ class FrozenTextTower(nn.Module):
     @property
     def packable(self) -> bool:
         """Whether every block is open_clip's standard self-attention block, which the packed path re-implements."""
-        return (
-            all(
-                type(block) is ResidualAttentionBlock
-                and isinstance(block.attn, nn.MultiheadAttention)
-                and block.attn._qkv_same_embed_dim
-                and block.attn.bias_k is None
-                and not block.attn.add_zero_attn
-                for block in self.transformer.resblocks
-            )
-            and self.transformer.batch_first
-        )
+        return packing_obstacle(self.transformer) is None
 
     def encode_packed(self, prefix: torch.Tensor, packed: PackedPrompts) -> torch.Tensor:
         """Features ``[B, output_dim]`` (float32, not normalised) of prompts that all start with ``prefix``.
@@ -169,161 +133,14 @@ class FrozenTextTower(nn.Module):
         """
         prefix = prefix.to(self.dtype)
         if not self.packable:
+            _warn_slow_path(packing_obstacle(self.transformer) or "the packed path is switched off")
             ids = packed.prompts.ids[:, packed.num_prefix :]
             return self(torch.cat([prefix.expand(len(ids), -1, -1), self.embed(ids)], dim=1), packed.prompts.eot)
         position = self.positional_embedding.to(self.dtype)
         x = torch.cat([prefix + position[: packed.num_prefix], self.embed(packed.ids) + position[packed.positions]])
         for block in self.transformer.resblocks:
-            x = _packed_block(block, x, packed)
+            x = packed_block(block, x, packed)
         return self._project(x.index_select(0, packed.eot_rows))  # index_select: a backward without sorting
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A copy on ``device``; from CPU to CUDA through pinned memory, so it does not wait for the GPU."""
-    if torch.device(device).type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
-@dataclass
-class PackedPrompts:
-    """Prompts laid out for the shared-prefix, packed path (see the module docstring).
-
-    The ``T`` suffix tokens (positions ``P..eot`` of each prompt, prompt after prompt) are packed in one matrix
-    after the ``P`` shared prefix rows. ``ids``/``positions``: ``[T]`` token ids and positions; ``slots``: ``[T]``
-    row-major index ``b * S + s`` of each token in the padded ``[B, S]`` layout attention uses; ``eot_rows``:
-    ``[B]`` row of each prompt's EOT token in ``[prefix; packed]``; ``mask``: ``[S, P + S]`` bool, True where
-    suffix position ``s`` may attend (every prefix key, the suffix keys up to ``s``; a padded row only sees
-    padding above the real rows' diagonal, so real rows never read padding). ``prompts`` keeps the token ids for
-    towers the packed path does not cover.
-
-    ``attention_rows``: rows of that padded layout, ``B`` unless ``fixed`` added scratch rows.
-
-    Build it where the prompts are (the CPU, in training) and move it with ``to``: no step waits for the GPU.
-    """
-
-    prompts: TokenizedPrompts
-    num_prefix: int
-    ids: torch.Tensor
-    positions: torch.Tensor
-    slots: torch.Tensor
-    eot_rows: torch.Tensor
-    mask: torch.Tensor
-    attention_rows: int
-
-    @property
-    def batch(self) -> int:
-        return len(self.eot_rows)
-
-    @property
-    def length(self) -> int:
-        return self.mask.shape[0]
-
-    @classmethod
-    def of(cls, prompts: TokenizedPrompts, num_prefix: int) -> PackedPrompts:
-        batch, full_length = prompts.ids.shape
-        length = full_length - num_prefix
-        positions = torch.arange(full_length, device=prompts.ids.device).expand(batch, -1)
-        real = (positions >= num_prefix) & (positions <= prompts.eot[:, None])  # [B, L]: the suffix tokens
-        rows = torch.arange(batch, device=real.device)[:, None]
-        slots = (rows * length + positions - num_prefix)[real]
-        eot_rows = num_prefix + torch.cumsum(prompts.eot - num_prefix + 1, 0) - 1
-        return cls(
-            prompts,
-            num_prefix,
-            prompts.ids[real],
-            positions[real],
-            slots,
-            eot_rows,
-            _suffix_mask(num_prefix, length, real.device),
-            batch,
-        )
-
-    @classmethod
-    def fixed(cls, prompts: TokenizedPrompts, num_prefix: int, rows: int, length: int, bucket: int) -> PackedPrompts:
-        """A layout with few distinct shapes, so that each can be captured once as a CUDA graph and replayed.
-
-        The prompts are padded to ``rows`` with copies of the first (whose features are to be ignored) and packed
-        as by ``of`` with ``length`` suffix positions (which must reach every EOT); then the packed tokens are
-        padded to a multiple of ``bucket`` with throw-away tokens, which sit in ``scratch_rows(bucket, length)``
-        extra rows of the attention layout. The shapes then depend only on ``rows``, ``length`` and the rounded
-        token count.
-        """
-        count, columns = prompts.ids.shape
-        if count > rows or int(prompts.eot.max()) >= num_prefix + length:
-            raise ValueError(
-                f"{count} prompts up to position {int(prompts.eot.max())} do not fit a fixed layout "
-                f"of {rows} rows and {length} suffix tokens"
-            )
-        ids = prompts.ids.new_zeros(rows, num_prefix + length)
-        ids[:count, : min(columns, num_prefix + length)] = prompts.ids[:, : num_prefix + length]
-        ids[count:] = ids[0]
-        packed = cls.of(
-            TokenizedPrompts(ids, torch.cat([prompts.eot, prompts.eot[:1].expand(rows - count)])), num_prefix
-        )
-        padding = -len(packed.ids) % bucket
-        spare = torch.arange(padding, device=ids.device)
-        return cls(
-            packed.prompts,
-            num_prefix,
-            torch.cat([packed.ids, torch.zeros_like(spare)]),
-            torch.cat([packed.positions, num_prefix + spare % length]),
-            torch.cat([packed.slots, rows * length + spare]),
-            packed.eot_rows,
-            packed.mask,
-            rows + scratch_rows(bucket, length),
-        )
-
-    def to(self, device: torch.device | str) -> PackedPrompts:
-        moved = {
-            name: to_device(getattr(self, name), device) for name in ("ids", "positions", "slots", "eot_rows", "mask")
-        }
-        prompts = TokenizedPrompts(to_device(self.prompts.ids, device), to_device(self.prompts.eot, device))
-        return PackedPrompts(prompts, self.num_prefix, **moved, attention_rows=self.attention_rows)
-
-
-def scratch_rows(bucket: int, length: int) -> int:
-    """Attention rows that hold the fewer than ``bucket`` padding tokens of a ``fixed`` layout."""
-    return -(-bucket // length)
-
-
-def _suffix_mask(num_prefix: int, length: int, device: torch.device) -> torch.Tensor:
-    """``[S, P + S]`` bool: suffix position ``s`` sees every prefix key and the suffix keys up to ``s``."""
-    query = torch.arange(length, device=device)[:, None]
-    key = torch.arange(num_prefix + length, device=device)[None, :]
-    return key <= query + num_prefix
-
-
-def _short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax attention written out as batched matrix products, for the suffix's few queries and keys.
-
-    Fused attention kernels tile queries by 64 or 128; with ~10 queries and ~15 keys per prompt they do mostly
-    padding work (on an H200 they took a third of the text side's time). ``q``: ``[..., S, head_dim]``;
-    ``k``, ``v``: ``[..., K, head_dim]``; ``mask``: ``[S, K]`` bool, True where attending is allowed.
-    """
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-    weights = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=-1).to(v.dtype)
-    return weights @ v
-
-
-def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, layout: PackedPrompts) -> torch.Tensor:
-    """One open_clip ``ResidualAttentionBlock`` on ``x = [prefix (P rows); packed suffix tokens (T rows)]``."""
-    attn = block.attn
-    width, heads, num_prefix, length = x.shape[1], attn.num_heads, layout.num_prefix, layout.length
-    rows = layout.attention_rows
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [P + T, 3 * width]
-    prefix = qkv[:num_prefix].view(num_prefix, 3, heads, -1).permute(1, 2, 0, 3)  # [3, heads, P, head_dim]
-    prefix_out = F.scaled_dot_product_attention(prefix[0], prefix[1], prefix[2], is_causal=True)
-    padded = qkv.new_zeros(rows * length, 3 * width).index_copy(0, layout.slots, qkv[num_prefix:])
-    q, k, v = padded.view(rows, length, 3, heads, -1).permute(2, 0, 3, 1, 4)  # each [rows, heads, S, head_dim]
-    k = torch.cat([prefix[1].expand(rows, -1, -1, -1), k], dim=2)
-    v = torch.cat([prefix[2].expand(rows, -1, -1, -1), v], dim=2)
-    suffix_out = _short_attention(q, k, v, layout.mask)  # [rows, heads, S, head_dim]
-    # index_select, not indexing: its backward adds rows without sorting, which a CUDA graph can capture
-    suffix_out = suffix_out.transpose(1, 2).reshape(rows * length, width).index_select(0, layout.slots)
-    out = torch.cat([prefix_out.transpose(0, 1).reshape(num_prefix, width), suffix_out])
-    x = x + block.ls_1(attn.out_proj(out))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 class PromptedTextEncoder(nn.Module):

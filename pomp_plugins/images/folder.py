@@ -1,4 +1,5 @@
-"""ImageFolder-style trees (``ROOT/<class>/<image>``): their classes, class names and images.
+"""ImageFolder-style trees (``ROOT/<class>/<image>``): their classes, class names and images, and the datasets
+that read those images.
 
 Class names come from, in this order: a names file (``key<TAB>name`` lines or a JSON object maps folder names to
 names; a plain list is matched to the sorted folders by position), a vocabulary (folders matched by key, e.g.
@@ -199,8 +200,10 @@ class ImageListDataset(Dataset):
 
 
 @dataclass
-class ImageFolder:
-    """An ImageFolder-style tree: sorted class ``keys`` (folder names), their prompt ``names``, and every image."""
+class ImageFolderIndex:
+    """The index of an ImageFolder-style tree: sorted class ``keys`` (folder names), their prompt ``names``, and the
+    ``paths`` and ``labels`` of every image. Not a dataset: ``ImageListDataset(index.paths, index.labels, ...)``
+    reads the images."""
 
     root: Path
     keys: list[str]
@@ -220,7 +223,8 @@ class ImageFolder:
         vocabulary: Vocabulary | None = None,
         names_file: str | os.PathLike | None = None,
         allow_unnamed: bool = False,
-    ) -> ImageFolder:
+    ) -> ImageFolderIndex:
+        """List the class folders of ``root``, name them (see the module docstring) and list their images."""
         root = Path(root)
         keys = class_folders(root)
         names = class_names(keys, vocabulary, names_file, allow_unnamed)

@@ -1,45 +1,15 @@
-"""Zero-shot image classification: images through CLIP's image tower against class embeddings
-(:func:`pomp_plugins.prompt.class_embeddings`), cosine similarity, and top-1 / top-5 / mean per-class accuracy."""
+"""Zero-shot accuracy of image batches against class embeddings: top-1, top-5 and mean per-class accuracy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from ..prompt.clip import LoadedClip
-from .image_folder import Batch
-
-
-def model_dtype(module: nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
-
-
-@torch.no_grad()
-def image_features(
-    model: nn.Module, images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
-) -> torch.Tensor:
-    """L2-normalised image features ``[N, D]`` float32 of normalised images ``[N, 3, H, W]`` (any float dtype).
-
-    ``encode`` replaces ``model.encode_image`` (e.g. a ``torch.compile``d one).
-    """
-    return F.normalize((encode or model.encode_image)(images.to(model_dtype(model.visual))).float(), dim=-1)
-
-
-def compiled_image_encoder(model: nn.Module, fall_back: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model.encode_image`` through ``torch.compile`` (static shapes; a new batch size compiles again).
-
-    With ``fall_back``, a failing compile makes the calls run eagerly (dynamo's ``suppress_errors``, with a
-    warning); without, the first call raises.
-    """
-    if fall_back:
-        import torch._dynamo as dynamo
-
-        dynamo.config.suppress_errors = True
-    return torch.compile(model.encode_image, dynamic=False)
+from .features import image_features
+from .folder import Batch
 
 
 class AccuracyCounts:
