@@ -233,3 +233,24 @@ def test_full_model_clipping_sees_unscaled_gradients_under_the_loss_scaler():
         trainer.run_step()  # the loss is scaled by 65536: clipping before unscaling would step by 0.5 / 65536
     step = torch.sqrt(sum((b - p.detach()).square().sum() for b, p in zip(before, model.parameters())))
     assert step.item() == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("custom", [True, False])
+@pytest.mark.parametrize("clip_type", ["value", "norm"])
+def test_per_parameter_clipping_skips_parameters_without_a_gradient(custom, clip_type):
+    """A step in which a parameter got no gradient (torch 2.14's clip_grad_value_ raises on one): the others are
+    clipped as detectron2 clips them, the gradient-less one does not move."""
+    settings = {"CLIP_GRADIENTS.CLIP_TYPE": clip_type, "CLIP_GRADIENTS.CLIP_VALUE": 0.5}
+    settings.update(OPTIMIZER="SGD", BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0, CUSTOM_MULTIPLIER=1.0, WEIGHT_DECAY=0.0)
+    used, unused = torch.nn.Parameter(torch.tensor([3.0, -0.2, 4.0])), torch.nn.Parameter(torch.ones(2))
+    model = torch.nn.Module()
+    model.used, model.unused = used, unused
+    optimizer = build_optimizer(solver_cfg(USE_CUSTOM_SOLVER=custom, **settings), model)
+    (used * torch.tensor([3.0, -0.2, 4.0])).sum().backward()  # gradient [3, -0.2, 4]; none for `unused`
+    optimizer.step()  # SGD, lr 1: the step is minus the clipped gradient
+    if clip_type == "value":
+        expected_step = torch.tensor([0.5, -0.2, 0.5])  # each value into [-0.5, 0.5]
+    else:
+        expected_step = torch.tensor([3.0, -0.2, 4.0]) * 0.5 / math.sqrt(9 + 0.04 + 16)  # L2 norm to 0.5
+    torch.testing.assert_close(torch.tensor([3.0, -0.2, 4.0]) - used.detach(), expected_step, rtol=1e-4, atol=1e-6)
+    assert unused.grad is None and torch.equal(unused.detach(), torch.ones(2))

@@ -14,7 +14,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.engine import AMPTrainer
 from detectron2.solver import build_optimizer as build_detectron2_optimizer
-from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.solver.build import _create_gradient_clipper, _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils.events import get_event_storage
 
 from .config import PompConfigError
@@ -31,6 +31,24 @@ def _with_full_model_clipping(optimizer_class: type, max_norm: float) -> type:
         return optimizer_class.step(self, closure=closure)
 
     return type(optimizer_class.__name__ + "WithFullModelGradientClip", (optimizer_class,), {"step": step})
+
+
+def add_per_parameter_clipping(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """detectron2's ``maybe_add_gradient_clipping`` (``CLIP_TYPE`` ``value`` or ``norm``, each parameter on its own,
+    from detectron2's own clipper), except that a parameter without a gradient in a step is left alone: torch 2.14's
+    ``clip_grad_value_`` raises on one (a box batch without boxes leaves some parameters without a gradient)."""
+    if not cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
+        return optimizer
+    clipper = _create_gradient_clipper(cfg.SOLVER.CLIP_GRADIENTS)
+
+    def clip_if_it_has_a_gradient(parameter: torch.Tensor) -> None:
+        if parameter.grad is not None:
+            clipper(parameter)
+
+    optimizer.__class__ = _generate_optimizer_class_with_gradient_clipping(
+        type(optimizer), per_param_clipper=clip_if_it_has_a_gradient
+    )
+    return optimizer
 
 
 def parameter_groups(cfg: CfgNode, model: torch.nn.Module) -> list[dict[str, Any]]:
@@ -73,7 +91,10 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
                 f"SOLVER.{[k for k, v in custom.items() if v]} need SOLVER.USE_CUSTOM_SOLVER True "
                 "(Detic's optimizer builder)"
             )
-        return build_detectron2_optimizer(cfg, model)
+        unclipped = cfg.clone()
+        unclipped.defrost()
+        unclipped.SOLVER.CLIP_GRADIENTS.ENABLED = False
+        return add_per_parameter_clipping(cfg, build_detectron2_optimizer(unclipped, model))
     if solver.OPTIMIZER not in OPTIMIZERS:
         raise PompConfigError(f"SOLVER.OPTIMIZER {solver.OPTIMIZER!r} is not supported; use one of {list(OPTIMIZERS)}")
     optimizer_class = OPTIMIZERS[solver.OPTIMIZER]
@@ -85,7 +106,7 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     else:
         optimizer = optimizer_class(groups, solver.BASE_LR, weight_decay=solver.WEIGHT_DECAY)
     if clip.CLIP_TYPE != "full_model":
-        optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+        optimizer = add_per_parameter_clipping(cfg, optimizer)
     return optimizer
 
 
