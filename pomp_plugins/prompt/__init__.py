@@ -25,7 +25,6 @@ from .vocabularies import (
     get_vocabulary,
     parse_vocabulary,
     read_names_file,
-    resolve_vocabulary,
 )
 
 __all__ = [
@@ -70,7 +69,6 @@ __all__ = [
     "get_vocabulary",
     "parse_vocabulary",
     "read_names_file",
-    "resolve_vocabulary",
     "TEMPLATE_SETS",
     "get_templates",
     "template_embeddings",
