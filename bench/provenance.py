@@ -6,7 +6,7 @@ result it lists the commits that changed the timed code after that commit (``sta
 formatting), and writes ``bench/results/provenance.json``. The README's provenance table is ``render_table()`` of
 that file (tests/test_readme_numbers.py compares the two)::
 
-    .venv/bin/python bench/provenance.py            # rewrite bench/results/provenance.json from git
+    .venv/bin/python bench/provenance.py            # rewrite bench/results/provenance.json and the README's table
     .venv/bin/python bench/provenance.py --table    # print the README's table
 """
 
@@ -149,8 +149,15 @@ def main(argv=None) -> int:
     if args.table:
         print(render_table(json.loads(PROVENANCE.read_text())))
         return 0
-    PROVENANCE.write_text(json.dumps(collect(), indent=2) + "\n")
-    print(f"wrote {PROVENANCE}")
+    provenance = collect()
+    PROVENANCE.write_text(json.dumps(provenance, indent=2) + "\n")
+    readme = ROOT / "README.md"
+    start, end = "<!-- provenance-table -->\n", "\n<!-- /provenance-table -->"
+    text = readme.read_text()
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        readme.write_text(before + start + render_table(provenance) + end + rest.split(end, 1)[1])
+    print(f"wrote {PROVENANCE} and the README's table")
     return 0
 
 
