@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +74,35 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warm
     return sorted(times)[len(times) // 2]
 
 
+def provenance() -> dict:
+    """What a result was measured with: the commit (``-dirty`` with uncommitted changes), CPU threads, the
+    command, torch and the date (``bench/provenance.py`` reconstructs this from git for older results)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    return {
+        "commit": commit,
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpus": os.cpu_count(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "recorded": "by the benchmark",
+    }
+
+
 def write_result(result: dict, out: str | None) -> None:
-    """Print ``result`` as indented JSON, and also write it to ``out`` when given."""
+    """Print ``result`` as indented JSON with its ``provenance``, and also write it to ``out`` when given."""
+    result = {**result, "provenance": {"machine": result.get("machine"), **provenance()}}
     text = json.dumps(result, indent=2)
     print(text)
     if out:

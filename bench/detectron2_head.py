@@ -11,7 +11,8 @@ is the same in both and would only dilute the difference). Also timed: the class
 vocabulary swap, from precomputed embeddings and from class names through CLIP (random ViT-B-16 weights, cold and
 warm embedding cache). Prints JSON.
 
-    python bench/detectron2_head.py --device cpu --threads 1 --out bench/results/detectron2_head_cpu_x86_64-1thread.json
+    python bench/detectron2_head.py --device cpu --threads 1 \\
+        --json bench/results/detectron2_head_cpu_x86_64-1thread.json
     python bench/detectron2_head.py --device cuda --proposals 1000
 """
 
@@ -81,7 +82,7 @@ def main(argv=None) -> dict:
         default=None,
         help="CPU threads (1 on a shared machine: busy cores make every multi-threaded op wait)",
     )
-    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -161,7 +162,7 @@ def main(argv=None) -> dict:
             )
         result["vocabulary_swap"] = swap
 
-    write_result(result, args.out)
+    write_result(result, args.json)
     return result
 
 

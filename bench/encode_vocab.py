@@ -8,7 +8,7 @@ length, computes the shared start of the prompts once and packs the name tokens 
 of both, the speed ratio, peak memory, and the largest difference.
 
     python bench/encode_vocab.py --device cpu --limit 1000          # CPU preset (about a minute on 2 cores)
-    python bench/encode_vocab.py --device cuda --out bench/results/encode_vocab_h200.json
+    python bench/encode_vocab.py --device cuda --json bench/results/encode_vocab_h200.json
 """
 
 import argparse
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
         "speedup": reference_s / ours_s,
         "max_abs_difference": difference,
     }
-    write_result(result, args.out)
+    write_result(result, args.json)
     return result
 
 

@@ -83,14 +83,14 @@ run() {  # run NAME SECONDS COMMAND...
 }
 
 run "pretrain_step_$GPU" 230 "$PYTHON" bench/pretrain_step.py --preset gpu --device "$DEVICE" "${STEP_ARGS[@]}" \
-  --out "$OUTDIR/pretrain_step_$GPU.json"
+  --json "$OUTDIR/pretrain_step_$GPU.json"
 run "encode_vocab_$GPU" 90 "$PYTHON" bench/encode_vocab.py --device "$DEVICE" "${VOCAB_ARGS[@]}" \
-  --out "$OUTDIR/encode_vocab_$GPU.json"
+  --json "$OUTDIR/encode_vocab_$GPU.json"
 if [ "$DRY_RUN" = 0 ]; then  # both need CUDA: graphs vs eager (the check that lets --cuda-graphs be the default)
-  run "pretrain_cuda_graphs_$GPU" 120 "$PYTHON" bench/pretrain_cuda_graphs.py --out "$OUTDIR/pretrain_cuda_graphs_$GPU.json"
+  run "pretrain_cuda_graphs_$GPU" 120 "$PYTHON" bench/pretrain_cuda_graphs.py --json "$OUTDIR/pretrain_cuda_graphs_$GPU.json"
   run "pretrain_e2e_$GPU" 240 "$PYTHON" bench/pretrain_e2e.py --model ViT-B-16 --device cuda --workers 1,4,8,15 \
     --classes 100 --per-class 16 --group-size 32 --global-batch 256 --num-sampled 100 --steps 3 \
-    --out "$OUTDIR/pretrain_e2e_$GPU.json"
+    --json "$OUTDIR/pretrain_e2e_$GPU.json"
 fi
 
 "$PYTHON" - "$OUTDIR" "$GPU" <<'EOF'

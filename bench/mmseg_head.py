@@ -11,8 +11,8 @@ as JSON; the CLIP region stage (``--clip-stage``, 100 ViT crops per image) is op
 follow the zero-shot split (unseen classes ignored, their logits masked in training); every timed training loss is
 checked to be finite (the run stops otherwise) and its last value is reported.
 
-    python bench/mmseg_head.py --device cpu --size 256 --out bench/results/mmseg_head_cpu.json      # ~2 min, 2 cores
-    python bench/mmseg_head.py --device cuda --size 512 --batch 8 --clip-stage --out bench/results/mmseg_head_h100.json
+    python bench/mmseg_head.py --device cpu --size 256 --json bench/results/mmseg_head_cpu.json      # ~2 min, 2 cores
+    python bench/mmseg_head.py --device cuda --size 512 --batch 8 --clip-stage --json bench/results/mmseg_head_h100.json
 """
 
 import argparse
@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
         ],
         help="which heads to time (default: all)",
     )
-    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     register_all_modules()
@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
             for kind in ("infer", "train")
         },
     }
-    write_result(result, args.out)
+    write_result(result, args.json)
     return result
 
 

@@ -7,7 +7,7 @@ single-shape check still passed. Graphs and eager steps must end with the same `
 tolerance, in bf16 to bf16 tolerance (both relative to how far ``ctx`` moved). ``tests/test_pretrain_cuda_graphs.py``
 runs this (on a GPU; on a CPU it compares the padded fixed-shape layout the graphs replay, run eagerly).
 
-    python bench/pretrain_cuda_graphs.py --out bench/results/pretrain_cuda_graphs_<gpu>.json     # needs CUDA
+    python bench/pretrain_cuda_graphs.py --json bench/results/pretrain_cuda_graphs_<gpu>.json     # needs CUDA
 """
 
 import argparse
@@ -131,7 +131,7 @@ def gpu_short_name() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--out", default=None, help="JSON file (default: bench/results/pretrain_cuda_graphs_<gpu>.json)"
+        "--json", default=None, help="JSON file (default: bench/results/pretrain_cuda_graphs_<gpu>.json)"
     )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         return 1
     result = check_on_gpu()
     default = Path(__file__).resolve().parent / "results" / f"pretrain_cuda_graphs_{gpu_short_name()}.json"
-    out = Path(args.out or default)
+    out = Path(args.json or default)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

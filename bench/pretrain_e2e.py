@@ -8,8 +8,8 @@ step) and the share of the step's time spent waiting for the data loader. A shar
 bottleneck; near 1, decoding and augmentation on the CPU are, and more workers (or ``--cache-image-features``)
 would help.
 
-    python bench/pretrain_e2e.py --out bench/results/pretrain_e2e_<machine>.json            # tiny CLIP, CPU
-    python bench/pretrain_e2e.py --model ViT-B-16 --device cuda --workers 1,2,4,8,16 --out pretrain_e2e_h200.json
+    python bench/pretrain_e2e.py --json bench/results/pretrain_e2e_<machine>.json            # tiny CLIP, CPU
+    python bench/pretrain_e2e.py --model ViT-B-16 --device cuda --workers 1,2,4,8,16 --json pretrain_e2e_h200.json
 """
 
 import argparse
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--global-batch", type=int, default=16)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--num-sampled", type=int, default=20)
-    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if args.workers:
@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
             "workers 0 loads data in the training process itself",
         ],
     }
-    write_result(result, args.out)
+    write_result(result, args.json)
     return result
 
 

@@ -11,11 +11,11 @@ ours (``pomp_plugins.pretrain.PompStep``, the trainer's step): frozen weights in
 tokens; on a GPU, fixed shapes replayed as CUDA graphs (also timed without them); and ours in feature-cache mode
 (image features read from a memory-mapped file, text side only).
 
-Prints (and with ``--out`` writes) JSON: ms/step, images/s and peak memory of each, ratios, and the loss of both
+Prints (and with ``--json`` writes) JSON: ms/step, images/s and peak memory of each, ratios, and the loss of both
 on the same first batch (they compute the same loss; on a CPU in fp32 the two agree to about 1e-6).
 
-    python bench/pretrain_step.py --preset cpu --out bench/results/pretrain_step_<machine>.json
-    python bench/pretrain_step.py --preset gpu --out pretrain_step_h200.json
+    python bench/pretrain_step.py --preset cpu --json bench/results/pretrain_step_<machine>.json
+    python bench/pretrain_step.py --preset gpu --json pretrain_step_h200.json
     python bench/pretrain_step.py --preset gpu --dry-run --device cpu    # the GPU preset's code, shrunk
 """
 
@@ -252,7 +252,7 @@ def main(argv=None) -> dict:
         help="also time ours with a torch.compile'd image tower (n_ctx 4), unless more than "
         f"{COMPILE_START_BUDGET_S} s have passed by then",
     )
-    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     script_started = time.perf_counter()
 
@@ -316,9 +316,9 @@ def main(argv=None) -> dict:
 
     def save() -> None:
         """Write what is measured so far: a variant that fails or runs out of time loses only itself."""
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
     def variant(row: dict, name: str, measure_it) -> None:
         try:

@@ -4,7 +4,7 @@
 Times the image tower, the host-side planning and the text forward+backward separately (CUDA events), and lists
 the kernels with the most device time per step, as JSON:
 
-    python bench/profile_pretrain_step.py --out bench/results/profile_pretrain_step_h200.json
+    python bench/profile_pretrain_step.py --json bench/results/profile_pretrain_step_h200.json
 """
 
 import argparse
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-ctx", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps (after 3 warm-up steps)")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         ],
         "cpu_ops_per_step": sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / args.steps,
     }
-    write_result(result, args.out)
+    write_result(result, args.json)
     return result
 
 

@@ -14,7 +14,7 @@ model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.7, mask_threshold=0.5),
         # the prompt tuned on VOC's seen-class masks (tools/tune_prompt_seg.py), or a pre-trained POMP prompt
-        text_classifier=dict(classes="voc", split="voc-15-5", prompt="pomp_vit_b16_voc.pt"),
+        text_classifier=dict(classes="voc", split="voc-15-5", prompt="prompts/pomp_vit_b16_ctx16_voc-15.pt"),
     ),
 )
 max_iters = 20000

@@ -14,6 +14,8 @@ model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.8, mask_threshold=0.5),
         # the prompt tuned on COCO-Stuff's seen-class masks (tools/tune_prompt_seg.py), or a pre-trained POMP prompt
-        text_classifier=dict(classes="coco-stuff", split="coco-stuff-156-15", prompt="pomp_vit_b16_coco-stuff.pt"),
+        text_classifier=dict(
+            classes="coco-stuff", split="coco-stuff-156-15", prompt="prompts/pomp_vit_b16_ctx16_coco-stuff-156.pt"
+        ),
     ),
 )

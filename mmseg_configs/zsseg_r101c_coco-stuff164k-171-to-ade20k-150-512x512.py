@@ -9,7 +9,7 @@ _base_ = [
 model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.5, mask_threshold=0.4),
-        text_classifier=dict(classes="ade20k", split=None, prompt="pomp_vit_b16_coco-stuff.pt"),
+        text_classifier=dict(classes="ade20k", split=None, prompt="prompts/pomp_vit_b16_ctx16_coco-stuff-156.pt"),
     )
 )
 test_cfg = dict(type="TestLoop")

@@ -11,7 +11,9 @@ model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.4, mask_threshold=0.3),
         text_classifier=dict(
-            classes=dict(_delete_=True, dataset="CityscapesDataset"), split=None, prompt="pomp_vit_b16_coco-stuff.pt"
+            classes=dict(_delete_=True, dataset="CityscapesDataset"),
+            split=None,
+            prompt="prompts/pomp_vit_b16_ctx16_coco-stuff-156.pt",
         ),
     )
 )

@@ -10,7 +10,9 @@ _base_ = [
 model = dict(
     decode_head=dict(
         clip_stage=dict(weight=0.2, mask_threshold=0.5),
-        text_classifier=dict(classes="pascal-context", split=None, prompt="pomp_vit_b16_coco-stuff.pt"),
+        text_classifier=dict(
+            classes="pascal-context", split=None, prompt="prompts/pomp_vit_b16_ctx16_coco-stuff-156.pt"
+        ),
     )
 )
 test_cfg = dict(type="TestLoop")

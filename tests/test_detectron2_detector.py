@@ -155,6 +155,38 @@ def test_vocabulary_swap_through_ddp_keeps_common_class_predictions(toy, process
         set_class_embeddings(model, torch.randn(4, 32))
 
 
+def test_swapping_in_precomputed_embeddings_from_an_array_or_a_npy_file(toy, tmp_path):
+    """Detic's format (float16 numpy, unnormalised) swaps in as it is: as an array or a file, with or without names;
+    the returned metadata names every class the model can now predict, so Visualizer can draw them."""
+    from detectron2.utils.visualizer import Visualizer
+
+    cfg = tiny_cfg(toy)
+    model = build_model(cfg).eval()
+    inputs = mapped(cfg, "pomp_toy_val", False, 1)
+    embeddings = (10 * F.normalize(torch.randn(3, 64), dim=1)).numpy().astype(np.float16)
+    np.save(tmp_path / "three.npy", embeddings)
+
+    metadata = set_class_embeddings(model, embeddings)
+    assert metadata.thing_classes == ["class 0", "class 1", "class 2"]
+    assert model.roi_heads.num_test_classes == 3
+    with torch.no_grad():
+        from_array = model(inputs)[0]["instances"]
+    assert len(from_array) and from_array.pred_classes.max() < 3
+
+    metadata = set_vocabulary(model, cfg, "zebra,kite,cat", embeddings=tmp_path / "three.npy")
+    assert metadata.thing_classes == ["zebra", "kite", "cat"]
+    with torch.no_grad():
+        from_file = model(inputs)[0]["instances"]
+    torch.testing.assert_close(from_file.scores, from_array.scores)
+    image = inputs[0]["image"].permute(1, 2, 0).numpy()[:, :, ::-1]
+    Visualizer(image, metadata).draw_instance_predictions(from_file)  # every class has a name
+
+    with pytest.raises(EmbeddingFileError, match="3 classes but there are 2 names"):
+        set_class_embeddings(model, embeddings, names=["zebra", "kite"])
+    with pytest.raises(EmbeddingFileError, match=r"shape \[C, D\], found \(64,\)"):
+        set_class_embeddings(model, embeddings[0])
+
+
 @pytest.mark.parametrize(
     "zoo_config, heads",
     [

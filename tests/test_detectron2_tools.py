@@ -194,13 +194,13 @@ def test_detect_demo_draws_a_vocabulary_of_choice(toy, tmp_path, capsys):
         "--confidence-threshold",
         "0",
     ]
-    assert detect_demo.run_tool(detect_demo.main, args + ["--names", "blue square,zebra"]) == 0
+    assert detect_demo.run_tool(detect_demo.main, args + ["--vocabulary", "blue square,zebra"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["classes"] == 2 and summary["detections"]
     assert {d["class"] for d in summary["detections"]} <= {"blue square", "zebra"}
     assert read_image(str(output)).shape[:2] == read_image(str(toy / "images" / "val_0000.png")).shape[:2]
 
-    assert detect_demo.run_tool(detect_demo.main, args + ["--names-file", str(tmp_path / "none.txt")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert detect_demo.run_tool(detect_demo.main, args + ["--vocabulary", str(tmp_path / "none.txt")]) == 2
+    assert "error: names file" in capsys.readouterr().err
     assert detect_demo.run_tool(detect_demo.main, args + ["MODEL.POMP.PROMPT", str(tmp_path / "none.pt")]) == 2
     assert "error: prompt file" in capsys.readouterr().err

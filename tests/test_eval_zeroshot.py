@@ -90,7 +90,7 @@ def test_identical_images_in_every_class_give_exactly_one_class_right(tmp_path):
             (tmp_path / "data" / name.replace(" ", "_")).mkdir(parents=True, exist_ok=True)
             shutil.copy(picture, tmp_path / "data" / name.replace(" ", "_") / f"{i}.png")
     (tmp_path / "data" / "red_circle" / "broken.png").write_bytes(b"\x89PNG truncated")
-    result = evaluate_tool("--data", str(tmp_path / "data"), "--out", str(tmp_path / "r.json"), "--batch-size", "5")
+    result = evaluate_tool("--data", str(tmp_path / "data"), "--json", str(tmp_path / "r.json"), "--batch-size", "5")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert (report["top1"], report["top5"], report["mean_per_class"]) == (12.5, 62.5, 12.5)
@@ -105,11 +105,11 @@ def test_the_tool_agrees_with_open_clip_on_a_small_dataset(tmp_path, tiny_clip):
     result = evaluate_tool(
         "--data",
         str(tmp_path),
-        "--names-file",
+        "--vocabulary",
         str(tmp_path / "names.tsv"),
         "--hard-prompt",
         "a photo of a",
-        "--out",
+        "--json",
         str(tmp_path / "r.json"),
     )
     assert result.returncode == 0, result.stderr
@@ -153,14 +153,14 @@ def test_the_tool_uses_the_clip_the_prompt_file_records(tmp_path, capsys):
     common = [
         "--data",
         str(tmp_path / "data"),
-        "--names",
+        "--vocabulary",
         ",".join(names),
         "--prompt",
         str(prompt),
         "--workers",
         "0",
         "--no-progress",
-        "--out",
+        "--json",
         str(tmp_path / "r.json"),
     ]
     assert main(common) == 0

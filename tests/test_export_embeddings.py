@@ -28,7 +28,7 @@ def test_export_a_prompt_over_a_named_vocabulary_in_detics_format(tmp_path):
     prompt = tmp_path / "prompt.pt"
     save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", None), prompt)
     out = tmp_path / "voc.npy"
-    info = export("--prompt", str(prompt), "--clip-pretrained", "none", "--vocabulary", "voc", "--out", str(out))
+    info = export("--prompt", str(prompt), "--clip-pretrained", "none", "--vocabulary", "voc", "--output", str(out))
     array = np.load(out)
     assert info["shape"] == [20, 64] and array.shape == (20, 64) and array.dtype == np.float16
     assert not np.allclose(np.linalg.norm(array.astype(np.float32), axis=1), 1.0)  # unnormalised, as Detic's
@@ -45,11 +45,11 @@ def test_export_hard_prompt_custom_names_normalised(tmp_path):
         "none",
         "--hard-prompt",
         "a photo of a",
-        "--names-file",
+        "--vocabulary",
         str(names),
         "--normalize",
         "--float32",
-        "--out",
+        "--output",
         str(out),
     )
     array = np.load(out)
@@ -60,9 +60,10 @@ def test_export_hard_prompt_custom_names_normalised(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--names", "cat,,dog"], "empty class name"),
-        (["--names", "cat,dog,cat"], "appears twice"),
-        (["--vocabulary", "imagenet42k"], "invalid choice"),
+        (["--vocabulary", "cat,,dog"], "empty class name"),
+        (["--vocabulary", "cat,dog,cat"], "appears twice"),
+        (["--vocabulary", "imagenet42k"], "unknown vocabulary 'imagenet42k'"),
+        (["--vocabulary", "missing.txt"], "names file 'missing.txt' does not exist"),
     ],
 )
 def test_bad_class_lists_are_clear_errors(tmp_path, args, message):
@@ -77,7 +78,7 @@ def test_bad_class_lists_are_clear_errors(tmp_path, args, message):
             "--hard-prompt",
             "a",
             *args,
-            "--out",
+            "--output",
             str(tmp_path / "x.npy"),
         ],
         capture_output=True,
@@ -94,7 +95,7 @@ def test_export_takes_the_clip_from_the_prompt_and_warns_when_told_otherwise(tmp
     prompt = tmp_path / "prompt.pt"
     save_prompt(Prompt(torch.randn(4, 64) * 0.02, "pomp-tiny", str(weights), clip_quick_gelu=False), prompt)
     out = tmp_path / "x.npy"
-    info = export("--prompt", str(prompt), "--names", "cat,dog", "--out", str(out), "--float32", "--no-cache")
+    info = export("--prompt", str(prompt), "--vocabulary", "cat,dog", "--output", str(out), "--float32", "--no-cache")
     assert (info["clip_model"], info["clip_pretrained"]) == ("pomp-tiny", str(weights))
     assert info["clip_activation"].startswith("GELU (the activation the prompt was trained with")
     from pomp_plugins.prompt import class_embeddings
@@ -107,5 +108,8 @@ def test_export_takes_the_clip_from_the_prompt_and_warns_when_told_otherwise(tmp
     spec.loader.exec_module(tool)
     with pytest.warns(ClipMismatchWarning, match="now random"):
         assert (
-            tool.main(["--prompt", str(prompt), "--clip-pretrained", "none", "--names", "cat", "--out", str(out)]) == 0
+            tool.main(
+                ["--prompt", str(prompt), "--clip-pretrained", "none", "--vocabulary", "cat,dog", "--output", str(out)]
+            )
+            == 0
         )

@@ -150,9 +150,9 @@ def test_tool_writes_a_prompt_file_that_both_heads_load(toy, tmp_path, capsys, t
     tool = load_tool("tune_prompt_seg")
     argv = [
         str(CONFIG),
-        "--out",
+        "--output",
         str(out),
-        "--init-phrase",
+        "--ctx-init",
         "a photo of a",
         "--iters",
         "3",

@@ -41,7 +41,7 @@ def test_the_smallest_setting_reports_throughput_and_data_wait(tmp_path):
             "2",
             "--num-sampled",
             "3",
-            "--out",
+            "--json",
             str(out),
         ]
     )

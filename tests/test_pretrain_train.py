@@ -157,7 +157,7 @@ def test_two_processes_under_torchrun_train_what_one_process_trains(data, tmp_pa
         "-m",
         "torch.distributed.run",
         "--standalone",
-        "--nproc_per_node",
+        "--nproc-per-node",
         "2",
         str(ROOT / "tools" / "pretrain_prompt.py"),
         "--data",

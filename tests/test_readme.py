@@ -7,9 +7,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def setup_commands() -> list[str]:
+    """The set-up section's commands that run the installer (the section also holds the CUDA recipe that comes
+    before it)."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.+?)\n```", section)
+    return [block for block in re.findall(r"```bash\n(.+?)\n```", section, re.S) if "tools/install.sh" in block]
 
 
 def test_readme_has_exactly_two_setup_commands():

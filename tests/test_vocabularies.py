@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pomp_plugins.prompt import VOCABULARY_NAMES, VocabularyError, custom_vocabulary, get_vocabulary, resolve_vocabulary
+from pomp_plugins.prompt import VOCABULARY_NAMES, VocabularyError, custom_vocabulary, get_vocabulary, parse_vocabulary
 from pomp_plugins.prompt.vocabularies import STORED_VOCABULARIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,17 +62,15 @@ def test_custom_lists_and_their_errors(tmp_path):
     with pytest.raises(VocabularyError, match=r"empty class name at position\(s\) \[1\]"):
         custom_vocabulary(["cat", " "])
     with pytest.raises(VocabularyError, match=r"'cat' appears twice \(positions 0 and 2\)"):
-        resolve_vocabulary(names="cat,dog,cat")
+        parse_vocabulary("cat,dog,cat")
     with pytest.raises(VocabularyError, match="unknown vocabulary 'imagenet42k'"):
         get_vocabulary("imagenet42k")
-    with pytest.raises(VocabularyError, match="exactly one"):
-        resolve_vocabulary("voc", names="cat")
     names_json = tmp_path / "names.json"
     names_json.write_text('["a", "b"]')
-    assert resolve_vocabulary(names_file=names_json).names == ("a", "b")
+    assert parse_vocabulary(str(names_json)).names == ("a", "b")
     names_json.write_text('{"a": 1}')
     with pytest.raises(VocabularyError, match="JSON list"):
-        resolve_vocabulary(names_file=names_json)
+        parse_vocabulary(names_json)
 
 
 # sha256 of "wnid<TAB>name" lines, in class order, of the reference's ImageNet-21K-P prompt names: Alibaba-MIIL's

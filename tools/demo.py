@@ -203,7 +203,7 @@ def pretrain_and_evaluate(out: Path, device: str, seed: int) -> tuple[Path, dict
     ):
         report = out / f"eval_{tag}.json"
         argv = ["--data", shown(data / "val"), *clip, *prompt_args, "--workers", "0", "--no-progress"]
-        run("eval_zeroshot", [*argv, "--out", shown(report)])
+        run("eval_zeroshot", [*argv, "--json", shown(report)])
         results[label] = json.loads(report.read_text())
     return prompt, results
 
@@ -323,8 +323,8 @@ def segment(out: Path, prompt: Path, device: str, seed: int) -> dict:
         run(
             "segment_demo",
             [
-                *(shown(SEGMENTER_CONFIG), shown(checkpoint), "--image", shown(scene), "--out", shown(picture)),
-                *("--names", ",".join(seen), "--device", device, "--cfg-options", *text_classifier),
+                *(shown(SEGMENTER_CONFIG), shown(checkpoint), "--input", shown(scene), "--output", shown(picture)),
+                *("--vocabulary", ",".join(seen), "--device", device, "--cfg-options", *text_classifier),
             ],
             log=work / "segment_demo.log",
         )

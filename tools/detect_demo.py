@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Detect any classes in an image with a POMP detector and draw them with detectron2's Visualizer.
 
-    python tools/detect_demo.py \\
+    .venv/bin/python tools/detect_demo.py \\
         --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
-        --input photo.jpg --output detections.png --names "cat,remote control,sofa" MODEL.WEIGHTS model_final.pth
-    python tools/detect_demo.py --config-file detectron2_configs/POMP-Tiny-CPU.yaml \\
+        --input photo.jpg --output detections.png --vocabulary "cat,remote control,sofa" MODEL.WEIGHTS model_final.pth
+    .venv/bin/python tools/detect_demo.py --config-file detectron2_configs/POMP-Tiny-CPU.yaml \\
         --input datasets/toy/images/val_0000.png --output demo_output/toy.png --vocabulary lvis
 
-The classes come from --vocabulary / --names / --names-file, else from the config's (TEST_)VOCABULARY. Prints
-a JSON summary (detections kept, their classes and scores, the output file).
+The classes come from --vocabulary, else from the config's (TEST_)VOCABULARY. --device sets MODEL.DEVICE (a
+MODEL.DEVICE pair among the trailing KEY VALUE overrides wins). Prints a JSON summary (detections kept, their
+classes and scores, the output file).
 """
 
 import argparse
@@ -23,21 +24,29 @@ from detectron2.utils.visualizer import Visualizer
 
 from pomp_plugins.detectron2 import add_pomp_config, config_metadata, set_vocabulary, use_pomp_names
 from pomp_plugins.detectron2.cli import run_tool
-from pomp_plugins.prompt.cli import add_vocabulary_arguments, vocabulary_from_args
+from pomp_plugins.prompt.cli import (
+    add_device_argument,
+    add_input_argument,
+    add_output_argument,
+    add_vocabulary_argument,
+    resolve_device,
+    vocabulary_from_args,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--input", required=True, help="an image file")
-    parser.add_argument("--output", required=True, help="the PNG to write")
+    add_input_argument(parser)
+    add_output_argument(parser, "the picture to write (PNG)")
     parser.add_argument(
         "--confidence-threshold",
         type=float,
         default=0.5,
         help="draw detections scoring at least this (default: %(default)s)",
     )
-    add_vocabulary_arguments(parser, required=False)
+    add_vocabulary_argument(parser, required=False, default_help="default: the config's classes")
+    add_device_argument(parser, " (sets MODEL.DEVICE)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -47,6 +56,7 @@ def main(argv=None) -> int:
     cfg = get_cfg()
     add_pomp_config(cfg)
     cfg.merge_from_file(args.config_file)
+    cfg.MODEL.DEVICE = resolve_device(args.device)
     cfg.merge_from_list(args.opts)
     cfg = use_pomp_names(cfg)  # Detic's configs work too
     cfg.freeze()
@@ -54,7 +64,7 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"input image {args.input!r} does not exist")
 
     predictor = DefaultPredictor(cfg)
-    if any(v is not None for v in (args.vocabulary, args.names, args.names_file)):
+    if args.vocabulary is not None:
         metadata = set_vocabulary(predictor.model, cfg, vocabulary_from_args(args))
     else:
         metadata = config_metadata(cfg)

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Zero-shot classification accuracy of a CLIP with a POMP prompt, a hard prompt or OpenAI's template ensemble.
 
-    python tools/eval_zeroshot.py --data DATA/val --vocabulary imagenet21k-p --prompt prompt.pt --device cuda
-    python tools/eval_zeroshot.py --data my_images --names-file names.txt --templates openai --out result.json
+    .venv/bin/python tools/eval_zeroshot.py --data DATA/val --vocabulary imagenet21k-p \\
+        --prompt prompts/pomp_vit_b16_ctx4.pt
+    .venv/bin/python tools/eval_zeroshot.py --data my_images --vocabulary names.txt --templates openai \\
+        --json result.json
 
-Prints top-1, top-5 and mean per-class accuracy; ``--out`` also writes them (and per-class accuracy) as JSON.
+Prints top-1, top-5 and mean per-class accuracy; ``--json`` also writes them (and per-class accuracy) as JSON.
 """
 
 import sys

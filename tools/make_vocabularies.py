@@ -2,8 +2,8 @@
 """Write pomp_plugins/data/vocabularies.json from the toolkits that ship the class lists, or compare our
 ImageNet-21K-P names with the reference's.
 
-    python tools/make_vocabularies.py
-    python tools/make_vocabularies.py --compare-imagenet21k-p imagenet21k_miil_tree.pth
+    .venv/bin/python tools/make_vocabularies.py
+    .venv/bin/python tools/make_vocabularies.py --compare-imagenet21k-p imagenet21k_miil_tree.pth
 
 The prompt core must not import detectron2 or mmseg, so it reads the stored copy; tests/test_vocabularies.py
 checks that the copy still equals what this script collects.
@@ -98,6 +98,13 @@ def main(argv=None) -> int:
         type=Path,
         help="compare our imagenet21k-p names with this MIIL tree / datadings JSON instead",
     )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=STORED_VOCABULARIES,
+        metavar="PATH",
+        help="the vocabularies file to write (default: the package's pomp_plugins/data/vocabularies.json)",
+    )
     args = parser.parse_args(argv)
     if args.compare_imagenet21k_p:
         differences = compare_imagenet21k_p(args.compare_imagenet21k_p)
@@ -105,8 +112,8 @@ def main(argv=None) -> int:
             print(f"{wnid}\tours: {ours!r}\treference: {reference!r}")
         print(f"{len(differences)} of {len(get_vocabulary('imagenet21k-p'))} classes differ")
         return 1 if differences else 0
-    STORED_VOCABULARIES.write_text(json.dumps(collect(), indent=1) + "\n")
-    print(f"wrote {STORED_VOCABULARIES}")
+    args.output.write_text(json.dumps(collect(), indent=1) + "\n")
+    print(f"wrote {args.output}")
     return 0
 
 

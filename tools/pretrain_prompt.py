@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Learn a POMP prompt over ImageNet-21K (or any ImageFolder tree) for a frozen CLIP text encoder.
 
-python tools/pretrain_prompt.py --data DATA --vocabulary imagenet21k-p --output output/pomp
-torchrun --nproc_per_node 8 tools/pretrain_prompt.py --data DATA --vocabulary imagenet21k-p
-python tools/pretrain_prompt.py --help       # every setting, with the paper's defaults
+.venv/bin/python tools/pretrain_prompt.py --data DATA --vocabulary imagenet21k-p --output output/pomp_vit_b16_ctx4
+.venv/bin/torchrun --nproc-per-node 8 tools/pretrain_prompt.py --data DATA --vocabulary imagenet21k-p
+.venv/bin/python tools/pretrain_prompt.py --help       # every setting, with the paper's defaults
 """
 
 import sys

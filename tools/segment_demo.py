@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Segment an image with any vocabulary: a colour-coded PNG with a legend (mmseg's SegLocalVisualizer).
 
-    python tools/segment_demo.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py CHECKPOINT \\
-        --image street.jpg --names "car,bus,road,tree,sky,person" --out street_seg.png
-    python tools/segment_demo.py CONFIG CHECKPOINT --image x.jpg --vocabulary ade20k --out x_seg.png
+    .venv/bin/python tools/segment_demo.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \\
+        CHECKPOINT --input street.jpg --vocabulary "car,bus,road,tree,sky,person" --output street_seg.png
+    .venv/bin/python tools/segment_demo.py CONFIG CHECKPOINT --input x.jpg --vocabulary ade20k --output x_seg.png
 
-Without --vocabulary/--names/--names-file the config's classes are used. A new vocabulary has no seen/unseen
+Without --vocabulary the config's classes are used. A new vocabulary has no seen/unseen
 split, so a CLIP stage weighs every class as unseen (as ZSSeg does). Prints JSON: the classes found and the
 fraction of the image each covers.
 """
@@ -23,7 +23,15 @@ from mmseg.visualization import SegLocalVisualizer
 
 from pomp_plugins.mmseg import text_classifier_of
 from pomp_plugins.prompt import VOCABULARY_NAMES
-from pomp_plugins.prompt.cli import add_vocabulary_arguments, run_tool, vocabulary_from_args
+from pomp_plugins.prompt.cli import (
+    add_device_argument,
+    add_input_argument,
+    add_output_argument,
+    add_vocabulary_argument,
+    resolve_device,
+    run_tool,
+    vocabulary_from_args,
+)
 
 LEGEND_ROW = 22  # pixels per legend entry
 
@@ -32,10 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="mmseg config with a ZSSegHead or TextClassifierHead")
     parser.add_argument("checkpoint", help="checkpoint file")
-    parser.add_argument("--image", required=True, help="input image")
-    parser.add_argument("--out", required=True, help="output PNG")
-    add_vocabulary_arguments(parser, required=False)
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    add_input_argument(parser)
+    add_output_argument(parser, "the picture to write (PNG): the segmentation and its legend")
+    add_vocabulary_argument(parser, required=False, default_help="default: the config's classes")
+    add_device_argument(parser)
     parser.add_argument("--opacity", type=float, default=0.6, help="opacity of the colour overlay, 0..1")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys")
     return parser.parse_args(argv)
@@ -74,16 +82,15 @@ def main(argv=None) -> int:
     text_classifier = cfg.model.decode_head.get("text_classifier")
     if text_classifier is None:
         raise ValueError(f"{args.config}: the decode head has no text_classifier (use ZSSegHead or TextClassifierHead)")
-    if args.vocabulary or args.names or args.names_file:
+    if args.vocabulary is not None:
         vocabulary = vocabulary_from_args(args)
-        text_classifier.update(
-            classes=args.vocabulary if args.vocabulary in VOCABULARY_NAMES else list(vocabulary.keys), split=None
-        )
-    model = init_model(cfg, args.checkpoint, device=args.device)
+        named = args.vocabulary.strip() in VOCABULARY_NAMES  # by name, the head keeps mmseg's class keys
+        text_classifier.update(classes=vocabulary.name if named else list(vocabulary.keys), split=None)
+    model = init_model(cfg, args.checkpoint, device=resolve_device(args.device))
     names = list(text_classifier_of(model.decode_head).vocabulary.names)
 
-    result = inference_model(model, args.image)
-    image = mmcv.imread(args.image, channel_order="rgb")
+    result = inference_model(model, args.input)
+    image = mmcv.imread(args.input, channel_order="rgb")
     colours = palette(len(names))
     visualizer = SegLocalVisualizer(name="pomp_segment_demo", alpha=args.opacity)
     visualizer.set_dataset_meta(classes=names, palette=colours)
@@ -100,8 +107,8 @@ def main(argv=None) -> int:
     canvas = np.full((legend.shape[0], overlay.shape[1] + legend.shape[1], 3), 255, np.uint8)
     canvas[: overlay.shape[0], : overlay.shape[1]] = overlay
     canvas[:, overlay.shape[1] :] = legend
-    mmcv.imwrite(canvas[..., ::-1], args.out)  # mmcv writes BGR
-    print(json.dumps({"out": args.out, "classes": len(names), "found": found}))
+    mmcv.imwrite(canvas[..., ::-1], args.output)  # mmcv writes BGR
+    print(json.dumps({"output": args.output, "classes": len(names), "found": found}))
     return 0
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Test an mmseg checkpoint (mmengine ``Runner``): prints the test metrics, e.g. seen / unseen mIoU and hIoU.
 
-    python tools/test.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py CHECKPOINT
-    python tools/test.py mmseg_configs/zsseg_r101c_coco-stuff164k-171-to-ade20k-150-512x512.py CHECKPOINT
-    torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+    .venv/bin/python tools/test.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py CHECKPOINT
+    .venv/bin/python tools/test.py mmseg_configs/zsseg_r101c_coco-stuff164k-171-to-ade20k-150-512x512.py CHECKPOINT
+    .venv/bin/torchrun --nproc-per-node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
 The same as mmseg's own ``tools/test.py`` (same arguments, same Runner calls; mmseg's own script runs our configs
 too), plus ``--json``: also write the metrics as one JSON object.

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Train an mmseg model from a config (mmengine ``Runner``), e.g. a POMP zero-shot segmentor.
 
-    python tools/train.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py --work-dir work_dirs/zsseg
-    torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch        # distributed (mmengine launcher)
+    .venv/bin/python tools/train.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \
+        --work-dir work_dirs/zsseg
+    .venv/bin/torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch   # distributed (mmengine launcher)
 
 The same as mmseg's own ``tools/train.py`` (same arguments, same Runner calls), for users without an
 mmsegmentation source checkout; mmseg's own script runs our configs too.

@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """Train and evaluate POMP open-vocabulary detectors with detectron2.
 
-    python tools/train_net.py --config-file detectron2_configs/BoxSup-C2_Lbase_POMP_R5021k_640b64_4x.yaml --num-gpus 8
-    python tools/train_net.py --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
-        --eval-only MODEL.WEIGHTS models/Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.pth  # a Detic checkpoint
-    python tools/train_net.py --config-file ... --eval-only --test-vocabulary coco \\
+    .venv/bin/python tools/train_net.py --num-gpus 8 \\
+        --config-file detectron2_configs/BoxSup-C2_Lbase_POMP_R5021k_640b64_4x.yaml --output output/boxsup
+    .venv/bin/python tools/train_net.py --eval-only \\
+        --config-file detectron2_configs/Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size.yaml \\
+        MODEL.WEIGHTS models/Detic_LbaseI_CLIP_R5021k_640b64_4x_ft4x_max-size.pth  # a Detic checkpoint
+    .venv/bin/python tools/train_net.py --config-file ... --eval-only --test-vocabulary coco \\
         --dataset coco_val coco datasets/coco/annotations/instances_val2017.json datasets/coco/val2017 \\
         DATASETS.TEST '("coco_val",)' MODEL.WEIGHTS model_final.pth
-    python tools/train_net.py --zoo-config COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml \\
+    .venv/bin/python tools/train_net.py --zoo-config COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml \\
         --config-file detectron2_configs/DropIn-POMP-Classifier.yaml
 
 LVIS-format test sets are evaluated with detectron2's LVISEvaluator (AP, APr, APc, APf), COCO ones with its
-COCOEvaluator. Trailing ``KEY VALUE`` pairs override the config, as in every detectron2 tool.
+COCOEvaluator. Trailing ``KEY VALUE`` pairs override the config, as in every detectron2 tool; they win over
+``--output`` (``OUTPUT_DIR``) and ``--device`` (``MODEL.DEVICE``; auto: cuda when available, else cpu).
 
 Training follows Detic's train_net.py: its multi-dataset loader (``DATALOADER.SAMPLER_TRAIN MultiDatasetSampler``),
 input pipeline (``INPUT.CUSTOM_AUG``, ``INPUT.TEST_INPUT_TYPE``), optimizer (``SOLVER.USE_CUSTOM_SOLVER``: SGD/ADAMW,
@@ -53,6 +56,7 @@ from pomp_plugins.detectron2 import (
 from pomp_plugins.detectron2.cli import run_tool
 from pomp_plugins.detectron2.loader import build_test_mapper
 from pomp_plugins.detectron2.solver import MixedPrecisionTrainer, build_optimizer, mixed_precision
+from pomp_plugins.prompt.cli import VOCABULARY_SPEC_HELP, add_device_argument, add_output_argument, resolve_device
 
 
 class Trainer(DefaultTrainer):
@@ -138,9 +142,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--test-vocabulary",
         default=None,
-        help="inference classes: lvis, coco, ... a names file or comma-separated names "
-        "(sets MODEL.POMP.TEST_VOCABULARY)",
+        metavar="SPEC",
+        help=f"inference classes (sets MODEL.POMP.TEST_VOCABULARY): {VOCABULARY_SPEC_HELP}",
     )
+    add_output_argument(
+        parser, "folder for checkpoints, logs and evaluation results (sets OUTPUT_DIR; default: the config's)", False
+    )
+    add_device_argument(parser, " (sets MODEL.DEVICE)")
     return parser.parse_args(argv)
 
 
@@ -151,6 +159,9 @@ def setup(args) -> CfgNode:
         cfg.merge_from_file(model_zoo.get_config_file(args.zoo_config))
     if args.config_file:
         cfg.merge_from_file(args.config_file)
+    if args.output is not None:
+        cfg.OUTPUT_DIR = args.output
+    cfg.MODEL.DEVICE = resolve_device(args.device)
     cfg.merge_from_list(args.opts)
     cfg = use_pomp_names(cfg)  # Detic's registered names (and stock ROI heads with USE_ZEROSHOT_CLS) -> ours
     for name, format, json_file, image_root in args.dataset:

@@ -2,12 +2,14 @@
 """POMP's prompt-tuning stage for segmentation: fine-tune a POMP prompt on crops of seen-class ground-truth masks of
 a segmentation config's training set, and write the tuned prompt file that the segmentation configs then use frozen.
 
-    python tools/tune_prompt_seg.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \\
-        --init pomp_vit_b16.pt --out pomp_vit_b16_coco-stuff-156.pt --device cuda     # 16k iterations, batch 32
-    python tools/tune_prompt_seg.py mmseg_configs/zsseg_r101c_8xb2-20k_voc12aug-15-5-512x512.py \\
-        --init pomp_vit_b16.pt --out pomp_vit_b16_voc-15.pt --recipe voc --device cuda  # 3.2k iterations
-    python tools/train.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \\
-        --cfg-options model.decode_head.text_classifier.prompt=pomp_vit_b16_coco-stuff-156.pt
+    .venv/bin/python tools/tune_prompt_seg.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py \\
+        --prompt prompts/pomp_vit_b16_ctx16.pt --output prompts/pomp_vit_b16_ctx16_coco-stuff-156.pt  # 16k iterations
+    .venv/bin/python tools/tune_prompt_seg.py mmseg_configs/zsseg_r101c_8xb2-20k_voc12aug-15-5-512x512.py \\
+        --prompt prompts/pomp_vit_b16_ctx16.pt --output prompts/pomp_vit_b16_ctx16_voc-15.pt --recipe voc
+    .venv/bin/python tools/train.py mmseg_configs/zsseg_r101c_8xb4-60k_coco-stuff164k-156-15-640x640.py
+
+The written files are the ones the COCO-Stuff and VOC configs read (``prompts/...``); elsewhere, point a config at
+one with ``--cfg-options model.decode_head.text_classifier.prompt=FILE``.
 
 The config gives the data (train_dataloader.dataset, read without its augmentations), the classes, the split and the
 CLIP (model.decode_head.text_classifier). Prints one JSON line per --log-interval iterations and a summary.
@@ -21,7 +23,13 @@ import sys
 from mmengine.config import Config, DictAction
 
 from pomp_plugins.mmseg.prompt_tuning import FILLS, TuningRecipe, tune_prompt_for_config
-from pomp_plugins.prompt.cli import run_tool
+from pomp_plugins.prompt.cli import (
+    add_device_argument,
+    add_dtype_argument,
+    add_output_argument,
+    resolve_device,
+    run_tool,
+)
 
 RECIPES = {"coco-stuff": TuningRecipe(), "voc": TuningRecipe(iters=3200, sample_per_class=128)}
 
@@ -29,10 +37,12 @@ RECIPES = {"coco-stuff": TuningRecipe(), "voc": TuningRecipe(iters=3200, sample_
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="mmseg segmentation config with a ZSSegHead or TextClassifierHead and a split")
-    parser.add_argument("--out", required=True, help="the tuned prompt file to write")
-    init = parser.add_mutually_exclusive_group()
-    init.add_argument("--init", help="initial prompt file: the pre-trained POMP prompt (default: the config's prompt)")
-    init.add_argument("--init-phrase", help="start from the token embeddings of a phrase, e.g. 'a photo of a'")
+    add_output_argument(parser, "the tuned prompt file to write")
+    init = parser.add_argument_group("initial prompt (default: the config's prompt)").add_mutually_exclusive_group()
+    init.add_argument("--prompt", help="the pre-trained POMP prompt file to start from, or hf-hub:ORG/REPO[/FILE]")
+    init.add_argument(
+        "--ctx-init", metavar="PHRASE", help="start from the token embeddings of a phrase, e.g. 'a photo of a'"
+    )
     parser.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
@@ -51,13 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="JSON cache of the classes in each label map (read if present, else "
         "written): scanning a large dataset takes minutes",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="precision of the frozen CLIP; auto = bf16 on CUDA, fp32 otherwise",
-    )
+    add_device_argument(parser)
+    add_dtype_argument(parser)
     parser.add_argument("--num-workers", type=int, default=4, help="data loading processes (default: %(default)s)")
     parser.add_argument("--log-interval", type=int, default=20)
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys")
@@ -77,11 +82,11 @@ def main(argv=None) -> int:
     recipe = dataclasses.replace(RECIPES[args.recipe], **overrides)
     summary = tune_prompt_for_config(
         cfg,
-        args.out,
+        args.output,
         recipe,
-        init=args.init,
-        init_phrase=args.init_phrase,
-        device=args.device,
+        init=args.prompt,
+        init_phrase=args.ctx_init,
+        device=resolve_device(args.device),
         dtype=args.dtype,
         index_file=args.index_file,
         num_workers=args.num_workers,

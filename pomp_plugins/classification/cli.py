@@ -7,7 +7,6 @@ import json
 import random
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,15 +14,25 @@ from torch.utils.data import DataLoader
 from ..images.accuracy import evaluate
 from ..images.folder import ImageFolderIndex, ImageListDataset, collate_skipping
 from ..prompt.cache import EmbeddingCache
-from ..prompt.cli import add_clip_arguments, add_prompt_arguments, add_vocabulary_arguments, clip_pretrained
-from ..prompt.embedder import DEFAULT_HARD_PROMPT, class_embeddings, load_for_prompt
-from ..prompt.templates import TEMPLATE_SETS
-from ..prompt.vocabularies import resolve_vocabulary
+from ..prompt.cli import (
+    IMAGE_FOLDER_CLASSES_HELP,
+    add_clip_arguments,
+    add_json_argument,
+    add_prompt_arguments,
+    add_vocabulary_argument,
+    clip_pretrained,
+    describe_text,
+    image_folder_classes,
+    prompt_from_args,
+    resolve_device,
+    write_json,
+)
+from ..prompt.embedder import class_embeddings, load_for_prompt
 
 EXAMPLES = """examples:
-  eval_zeroshot.py --data imagenet21k_resized/imagenet21k_val --vocabulary imagenet21k-p \\
-      --prompt output/pomp/prompt.pt --device cuda --out results.json
-  eval_zeroshot.py --data my_images --names-file names.txt --clip-model ViT-B-16 --templates openai
+  eval_zeroshot.py --data DATA/val --vocabulary imagenet21k-p --prompt prompts/pomp_vit_b16_ctx4.pt \\
+      --json results.json
+  eval_zeroshot.py --data my_images --vocabulary names.txt --clip-model ViT-B-16 --templates openai
   eval_zeroshot.py --data DATA/val --vocabulary imagenet1k --prompt \\
       hf-hub:ShuhuaiRen/POMP-ViT-Base-32/vit_b32_ep5_randaug2_unc1000_16shots_nctx4_cscFalse_ctpend_seed42.pth.tar
 
@@ -41,7 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", required=True, help="the folder to evaluate: one sub-folder of images per class")
-    add_vocabulary_arguments(parser, required=False)
+    add_vocabulary_argument(parser, required=False, default_help=IMAGE_FOLDER_CLASSES_HELP)
     parser.add_argument(
         "--allow-unnamed",
         action="store_true",
@@ -49,13 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "stopping with an error",
     )
     add_clip_arguments(parser)
-    add_prompt_arguments(parser, hard_prompt_default=DEFAULT_HARD_PROMPT)
-    parser.add_argument(
-        "--templates",
-        choices=sorted(TEMPLATE_SETS),
-        help="use a template ensemble instead of one prompt: 'openai' = the 80 templates of "
-        "OpenAI's ImageNet zero-shot classifier",
-    )
+    add_prompt_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=4, help="image-decoding processes (0: in the main process)")
     parser.add_argument(
@@ -64,12 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="evaluate at most this many images per class (a fixed, seeded choice)",
     )
-    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    add_json_argument(parser, help="also write the results (with per-class top-1) as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.templates and args.prompt:
-        parser.error("--templates and --prompt exclude each other")
-    return args
+    return parser.parse_args(argv)
 
 
 def limit_per_class(paths: list[str], labels: list[int], limit: int, seed: int = 0) -> tuple[list[str], list[int]]:
@@ -87,26 +87,25 @@ def limit_per_class(paths: list[str], labels: list[int], limit: int, seed: int =
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    vocabulary = None
-    if args.vocabulary or args.names:
-        vocabulary = resolve_vocabulary(args.vocabulary, args.names)
-    dataset_tree = ImageFolderIndex.scan(args.data, vocabulary, args.names_file, args.allow_unnamed)
+    vocabulary, names_file = image_folder_classes(args.vocabulary)
+    dataset_tree = ImageFolderIndex.scan(args.data, vocabulary, names_file, args.allow_unnamed)
     paths, labels = dataset_tree.paths, dataset_tree.labels
     if args.limit_per_class:
         paths, labels = limit_per_class(paths, labels, args.limit_per_class)
     if not paths:
         raise FileNotFoundError(f"{args.data} has class folders but no images")
 
-    clip, prompt = load_for_prompt(args.prompt, args.clip_model, clip_pretrained(args), args.device, args.dtype)
+    device = resolve_device(args.device)
+    text = prompt_from_args(args)
+    clip, prompt = load_for_prompt(text["prompt"], args.clip_model, clip_pretrained(args), device, args.dtype)
     print(clip.describe(), file=sys.stderr)
-    if args.templates:
-        prompt_kwargs, described = {"templates": args.templates}, f"{args.templates} template ensemble"
-    elif prompt is not None:
-        prompt_kwargs, described = {"prompt": prompt}, f"prompt file {args.prompt}"
-    else:
-        prompt_kwargs, described = {"hard_prompt": args.hard_prompt}, f"hard prompt '{args.hard_prompt} {{name}}.'"
+    described = describe_text(text)
     text_features = class_embeddings(
-        dataset_tree.names, clip=clip, cache=EmbeddingCache(), progress=not args.no_progress, **prompt_kwargs
+        dataset_tree.names,
+        clip=clip,
+        cache=EmbeddingCache(),
+        progress=not args.no_progress,
+        **(text | {"prompt": prompt}),
     ).to(clip.model.logit_scale.device)
 
     loader = DataLoader(
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         collate_fn=collate_skipping,
-        pin_memory=torch.device(args.device).type == "cuda",
+        pin_memory=torch.device(device).type == "cuda",
     )
     counts, skipped = evaluate(clip, text_features, loader, progress=not args.no_progress, total=len(loader))
 
@@ -141,7 +140,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable images, e.g. {skipped[:3]}", file=sys.stderr)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, json.dumps(result, indent=2) + "\n")
     return 0

@@ -14,7 +14,15 @@ from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
 from torch import nn
 
-from pomp_plugins.prompt import Vocabulary, class_embeddings, custom_vocabulary, parse_vocabulary
+from pomp_plugins.prompt import (
+    ClassEmbeddings,
+    EmbeddingFileError,
+    Vocabulary,
+    class_embeddings,
+    custom_vocabulary,
+    load_embedding_file,
+    parse_vocabulary,
+)
 
 from .config import PompConfigError
 
@@ -151,30 +159,49 @@ def zero_shot_roi_heads(model: nn.Module) -> nn.Module:
     return roi_heads
 
 
-def set_class_embeddings(model: nn.Module, class_embeddings: torch.Tensor) -> int:
-    """Make every box-predictor stage of ``model`` predict the classes of ``class_embeddings`` ``[C', D]``.
+def set_class_embeddings(
+    model: nn.Module, embeddings: ClassEmbeddings, names: str | Vocabulary | Sequence[str] | None = None
+) -> Metadata:
+    """Make every box-predictor stage of ``model`` predict the classes of ``embeddings`` ``[C', D]`` (a tensor, a
+    numpy array or a ``.npy`` file, in Detic's format or normalised).
 
-    Training is unaffected (it keeps the training classes). Returns ``C'``.
+    ``names``: the classes' names, in the embeddings' order (a vocabulary spec, a ``Vocabulary`` or a list); without
+    them the classes are called ``class 0`` ... Training is unaffected (it keeps the training classes). Returns the
+    metadata to visualise or evaluate the new predictions with (``thing_classes``: the ``C'`` names).
+
+    Raises:
+        EmbeddingFileError: not ``[C', D]`` with the classifier's ``D``, or not as many classes as ``names``.
+        PompConfigError: the model has no zero-shot classifier, or class-specific box regression or masks and
+            another number of classes.
     """
-    zero_shot_roi_heads(model).set_test_class_embeddings(class_embeddings)
-    return len(class_embeddings)
+    roi_heads = zero_shot_roi_heads(model)
+    tensor = load_embedding_file(embeddings)
+    vocabulary = None if names is None else parse_vocabulary(names)
+    if vocabulary is not None and len(vocabulary) != len(tensor):
+        raise EmbeddingFileError(f"the embeddings hold {len(tensor)} classes but there are {len(vocabulary)} names")
+    roi_heads.set_test_class_embeddings(tensor)
+    if vocabulary is None:
+        return Metadata(name="pomp-vocabulary:embeddings", thing_classes=[f"class {i}" for i in range(len(tensor))])
+    return vocabulary_metadata(vocabulary)
 
 
 def set_vocabulary(
-    model: nn.Module, cfg: CfgNode, vocabulary: str | Vocabulary | Sequence[str], embedding_file: str | None = None
+    model: nn.Module,
+    cfg: CfgNode,
+    vocabulary: str | Vocabulary | Sequence[str],
+    embeddings: ClassEmbeddings | None = None,
 ) -> Metadata:
     """Swap ``model``'s inference classes to ``vocabulary``, encoded with the prompt and CLIP ``cfg`` names.
 
-    ``vocabulary``: a vocabulary string (see ``parse_vocabulary``), a ``Vocabulary`` or a list of names;
-    ``embedding_file``: precomputed embeddings of its classes, in its order. Returns the metadata to visualise or
-    evaluate the new predictions with (``thing_classes`` = the new class names).
+    ``vocabulary``: a vocabulary spec (see ``parse_vocabulary``: a name, a names file, ``"a,b,c"``), a
+    ``Vocabulary`` or a list of names; ``embeddings``: precomputed embeddings of its classes in its order (a tensor,
+    an array or a ``.npy`` file) instead of encoding the names. Returns the metadata to visualise or evaluate the new
+    predictions with (``thing_classes`` = the new class names): use it, not the training set's, from then on.
     """
-    if isinstance(vocabulary, str):
-        vocabulary = parse_vocabulary(vocabulary)
-    elif not isinstance(vocabulary, Vocabulary):
-        vocabulary = custom_vocabulary(vocabulary)
+    vocabulary = parse_vocabulary(vocabulary)
+    if embeddings is not None:
+        return set_class_embeddings(model, embeddings, vocabulary)
     roi_heads = zero_shot_roi_heads(model)
-    source = {"embedding_file": embedding_file} if embedding_file else text_encoder_arguments(cfg)
-    embeddings = class_embeddings(vocabulary, dim=roi_heads.embedding_dim, normalize=False, **source)
-    roi_heads.set_test_class_embeddings(embeddings)
+    weights = class_embeddings(vocabulary, dim=roi_heads.embedding_dim, normalize=False, **text_encoder_arguments(cfg))
+    roi_heads.set_test_class_embeddings(weights)
     return vocabulary_metadata(vocabulary)

@@ -4,7 +4,7 @@ In a config, change the head's ``type`` to ``TextClassifierHead``, move the old 
 ``text_classifier``; every other key is the stock head's::
 
     model = dict(decode_head=dict(type='TextClassifierHead', head_type='FCNHead',
-                                  text_classifier=dict(classes='ade20k', prompt='pomp.pt')))
+                                  text_classifier=dict(classes='ade20k', prompt='prompts/pomp_vit_b16_ctx16.pt')))
 
 ``TextClassifierHead(head_type='FCNHead', ...)`` builds an instance of ``TextClassifierFCNHead``, a subclass of both
 ``TextClassifierHead`` and the stock ``FCNHead`` made once per stock class: the stock head is built as usual (same

@@ -458,7 +458,7 @@ def tune_prompt_for_config(
         Prompt(encoder.ctx.detach().cpu(), clip_model=clip.name, clip_pretrained=clip.pretrained, meta=meta), out
     )
     return {
-        "out": str(out),
+        "output": str(out),
         "crops": len(pairs),
         "classes": int(seen.sum()),
         "iters": recipe.iters,

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from ..prompt.cli import AUTO_DEVICE, image_folder_classes, resolve_device
+from ..prompt.embedder import AUTO, FALLBACK_PRETRAINED
+from ..prompt.vocabularies import VocabularyError
 
 # Settings that steer one invocation and may differ when a run is resumed; all others must match.
 RUN_CONTROL = (
@@ -66,20 +68,22 @@ class PretrainConfig:
         "layout; ROOT/val, the test split, is never read)",
         required=True,
     )
-    output: str = _option("output/pomp", "folder for the prompt, checkpoints, split file, logs and config")
+    output: str = _option(
+        "output/pomp",
+        "folder of the run: the result OUTPUT/prompt.pt, checkpoints, split file, logs and config",
+        metavar="DIR",
+    )
     vocabulary: str | None = _option(
         None,
-        "name the class folders (WordNet ids) from this vocabulary, e.g. "
-        "imagenet21k-p; default: WordNet lemmas for WordNet-id folders, "
+        "the class folders' names: a vocabulary name (e.g. imagenet21k-p, which maps WordNet-id folders) or a "
+        "names file ('folder name' or folder<TAB>name lines such as ImageNet's LOC_synset_mapping.txt, a JSON "
+        "object folder -> name, or one name per sorted folder); default: WordNet lemmas for WordNet-id folders, "
         "else the folder names",
         type=_optional(str),
+        metavar="SPEC",
     )
     names_file: str | None = _option(
-        None,
-        "class names: 'folder name' or folder<TAB>name lines (e.g. "
-        "ImageNet's LOC_synset_mapping.txt), a JSON object (folder -> name), "
-        "or one name per sorted folder",
-        type=_optional(str),
+        None, "set from --vocabulary FILE: the names file of the class folders", type=_optional(str), cli=False
     )
     allow_unnamed: bool = _option(
         False, "name a folder without a name by its id, with a warning, instead of stopping with an error"
@@ -107,14 +111,17 @@ class PretrainConfig:
     # model
     clip_model: str = _option("ViT-B-16", "open_clip model name (pomp-tiny: a tiny model for tests and demos)")
     clip_pretrained: str | None = _option(
-        "openai", "open_clip weights tag, a local weights file, or none for random weights", type=_optional(str)
+        AUTO,
+        "open_clip weights tag, a local weights file, none for random weights, or auto (= openai: pre-training "
+        "starts from no prompt file)",
+        type=_optional(str),
     )
     dtype: str = _option(
         "auto",
         "precision of the frozen CLIP: auto = bf16 on CUDA, fp32 on CPU",
         choices=["auto", "fp32", "bf16", "fp16"],
     )
-    device: str = _option("auto", "auto = cuda when available (the local rank's GPU under torchrun), else cpu")
+    device: str = _option(AUTO_DEVICE, "auto = cuda when available (the local rank's GPU under torchrun), else cpu")
     n_ctx: int = _option(4, "number of learned context vectors (the paper: 4, or 16)")
     ctx_init: str | None = _option(
         None,
@@ -190,12 +197,10 @@ class PretrainConfig:
     progress: bool = _option(True, "show progress bars")
 
     def resolved(self) -> PretrainConfig:
-        """A copy with the automatic choices (epochs, device) made."""
+        """A copy with the automatic choices (epochs, device, weights) made."""
         epochs = self.epochs if self.epochs is not None else (5 if self.n_ctx <= 4 else 20)
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return dataclasses.replace(self, epochs=epochs, device=device)
+        pretrained = FALLBACK_PRETRAINED if self.clip_pretrained == AUTO else self.clip_pretrained
+        return dataclasses.replace(self, epochs=epochs, device=resolve_device(self.device), clip_pretrained=pretrained)
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -263,6 +268,8 @@ def build_parser(description: str = "", epilog: str = "") -> argparse.ArgumentPa
     for spec in dataclasses.fields(PretrainConfig):
         flag = "--" + spec.name.replace("_", "-")
         meta = dict(spec.metadata)
+        if not meta.pop("cli", True):
+            continue
         help_text = meta.pop("help")
         if not meta.pop("required", False):  # required ones are checked after --config is applied
             help_text += f" (default: {spec.default})"
@@ -274,6 +281,22 @@ def build_parser(description: str = "", epilog: str = "") -> argparse.ArgumentPa
     return parser
 
 
+def class_folder_names(spec: str, parser: argparse.ArgumentParser) -> dict:
+    """The ``vocabulary``/``names_file`` settings of ``--vocabulary SPEC``: a names file, or a vocabulary name."""
+    try:
+        vocabulary, names_file = image_folder_classes(spec)
+    except (VocabularyError, FileNotFoundError) as error:
+        parser.error(f"--vocabulary: {error}")
+    if names_file is not None:
+        return {"vocabulary": None, "names_file": names_file}
+    if vocabulary.name == "custom":
+        parser.error(
+            "--vocabulary: pre-training names its class folders from a vocabulary name or a names file; "
+            "write the names to a file (one per line, in sorted folder order) and pass that"
+        )
+    return {"vocabulary": spec.strip(), "names_file": None}
+
+
 def config_from_args(
     argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
 ) -> PretrainConfig:
@@ -282,6 +305,8 @@ def config_from_args(
     given = vars(parser.parse_args(argv))  # only the options on the command line (the others are suppressed)
     config_file = given.pop("config")
     base = PretrainConfig.from_dict(json.loads(Path(config_file).read_text())) if config_file else PretrainConfig()
+    if given.get("vocabulary") is not None:
+        given |= class_folder_names(given["vocabulary"], parser)
     values = base.to_dict() | given
     if not values["data"]:
         parser.error("--data is required (the dataset root)")

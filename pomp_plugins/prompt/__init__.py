@@ -6,6 +6,7 @@ from .cache import EmbeddingCache
 from .classifier import TextEmbeddingClassifier, cosine_logits
 from .clip import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, resolve_dtype
 from .embedder import (
+    ClassEmbeddings,
     ClipMismatchWarning,
     EmbeddingFileError,
     class_embeddings,
@@ -32,7 +33,6 @@ from .vocabularies import (
     get_vocabulary,
     parse_vocabulary,
     read_names_file,
-    resolve_vocabulary,
 )
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "WeightsUnavailableError",
     "load_clip",
     "resolve_dtype",
+    "ClassEmbeddings",
     "ClipMismatchWarning",
     "resolve_prompt_path",
     "load_for_prompt",
@@ -77,7 +78,6 @@ __all__ = [
     "get_vocabulary",
     "parse_vocabulary",
     "read_names_file",
-    "resolve_vocabulary",
     "TEMPLATE_SETS",
     "get_templates",
     "template_embeddings",

@@ -209,19 +209,29 @@ class EmbeddingFileError(ValueError):
     """An embedding file of the wrong shape or dimension, or one that disagrees with its vocabulary."""
 
 
-def load_embedding_file(path: str | os.PathLike, dim: int | None = None) -> torch.Tensor:
-    """Read a ``.npy`` (Detic's format: ``[C, D]``, usually float16, unnormalised) or a torch ``[C, D]`` tensor.
+#: Precomputed class embeddings ``[C, D]``: a tensor, a numpy array, or a file (Detic's ``.npy``, a torch tensor).
+ClassEmbeddings = torch.Tensor | np.ndarray | str | os.PathLike
 
-    Returns ``[C, D]`` float32 exactly as stored. Raises ``EmbeddingFileError`` if it is not 2-D or if ``dim`` is
-    given and differs from ``D`` (both are named).
+
+def load_embedding_file(source: ClassEmbeddings, dim: int | None = None) -> torch.Tensor:
+    """Read precomputed class embeddings: a ``.npy`` (Detic's format: ``[C, D]``, usually float16, unnormalised), a
+    file holding a torch ``[C, D]`` tensor, or such a tensor or numpy array itself.
+
+    Returns ``[C, D]`` float32 on the CPU, the values as given. Raises ``EmbeddingFileError`` if it is not 2-D or if
+    ``dim`` is given and differs from ``D`` (both are named), ``FileNotFoundError`` for a missing file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        weights = torch.from_numpy(np.load(path).astype(np.float32))
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
+        if path.suffix == ".npy":
+            weights = torch.from_numpy(np.load(path).astype(np.float32))
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True).float()
     else:
-        weights = torch.load(path, map_location="cpu", weights_only=True).float()
+        path = "the class embeddings"
+        weights = source if isinstance(source, torch.Tensor) else torch.from_numpy(np.asarray(source))
+        weights = weights.detach().to("cpu", torch.float32)
     if weights.ndim != 2:
         raise EmbeddingFileError(f"{path}: expected class embeddings of shape [C, D], found {tuple(weights.shape)}")
     if dim is not None and weights.shape[1] != dim:

@@ -180,20 +180,3 @@ def parse_vocabulary(spec: VocabularySpec) -> Vocabulary:
     if Path(text).suffix in (".txt", ".json"):
         raise FileNotFoundError(f"names file {text!r} does not exist")
     raise VocabularyError(f"unknown vocabulary {text!r}; expected {VOCABULARY_SPEC_HELP}")
-
-
-def resolve_vocabulary(
-    vocabulary: VocabularySpec | None = None,
-    names: str | Sequence[str] | None = None,
-    names_file: str | os.PathLike | None = None,
-) -> Vocabulary:
-    """Exactly one of a vocabulary spec, names (a comma-separated string or a list) or a names file, parsed by
-    :func:`parse_vocabulary` (the form of command lines with separate ``--names``/``--names-file`` options)."""
-    given = [spec for spec in (vocabulary, names, names_file) if spec is not None]
-    if len(given) != 1:
-        raise VocabularyError("give exactly one of a vocabulary name, a list of names, or a names file")
-    if names_file is not None and not Path(names_file).is_file():
-        raise FileNotFoundError(f"names file {str(names_file)!r} does not exist")
-    if isinstance(names, str):
-        return custom_vocabulary(names.split(","))
-    return parse_vocabulary(given[0])
