@@ -33,6 +33,15 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
+_CASCADE, _C4 = "Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size", "Detic_OVCOCO_POMP_R50_1x_max-size"
+DETIC_PARITY = [
+    f"tests/test_detic_parity.py::test_same_detections[{_CASCADE}-False]",
+    f"tests/test_detic_parity.py::test_same_detections[{_CASCADE}-True]",
+    f"tests/test_detic_parity.py::test_same_losses[{_CASCADE}]",
+    f"tests/test_detic_parity.py::test_same_detections[{_C4}-False]",
+    f"tests/test_detic_parity.py::test_same_losses[{_C4}]",
+]
+
 # module -> the fast tests that exercise it (smallest selection that covers it).
 MODULES: dict[str, list[str]] = {
     "pomp_plugins/prompt/loss.py": ["tests/test_loss.py"],
@@ -57,6 +66,20 @@ MODULES: dict[str, list[str]] = {
         "tests/test_eval_zeroshot.py::test_openai_ensemble_is_the_mean_of_open_clips_template_embeddings",
         "tests/test_zeroshot_metrics.py",
     ],
+    "pomp_plugins/detectron2/zero_shot.py": ["tests/test_detectron2_classifier.py"],
+    # Detic's own model (the test-only oracle) on one cascade (sigmoid CE, federated loss, image labels) and one C4
+    # (ignored zero-count classes, image labels) config: the parity tests of these two pairs only (~35 s)
+    "pomp_plugins/detectron2/fast_rcnn.py": [
+        "tests/test_detectron2_detector.py::test_image_label_loss_is_detics_max_size_loss",
+        "tests/test_detectron2_detector.py::test_training_without_class_frequencies_fails_clearly",
+        *DETIC_PARITY,
+    ],
+    "pomp_plugins/detectron2/roi_heads.py": [*DETIC_PARITY],
+    "pomp_plugins/mmseg/zsseg_head.py": ["tests/test_zsseg_head.py"],
+    "pomp_plugins/mmseg/drop_in.py": ["tests/test_mmseg_drop_in.py"],
+    "pomp_plugins/mmseg/classifier.py": ["tests/test_mmseg_drop_in.py", "tests/test_zsseg_head.py"],
+    "pomp_plugins/mmseg/clip_stage.py": ["tests/test_zsseg_head.py"],
+    "pomp_plugins/mmseg/metric.py": ["tests/test_mmseg_metric.py"],
 }
 
 # Mutants poodle makes that cannot change a result, keyed by (module, line, mutant text). Anything that survives
@@ -99,7 +122,10 @@ SAMPLES = {
     "pomp_plugins/pretrain/data.py": 50,
 }
 TIMEOUT = "Trial Exceeded Timeout"  # poodle's reason code
-PREIMPORTED = ("torch", "torchvision", "numpy", "PIL.Image", "open_clip", "pytest", "tqdm.auto", "scipy")
+PREIMPORTED = (
+    *("torch", "torchvision", "numpy", "PIL.Image", "open_clip", "pytest", "tqdm.auto", "scipy"),
+    *("detectron2.config", "detectron2.data", "detectron2.modeling", "mmseg.models", "mmseg.evaluation"),
+)
 
 
 def _preimport() -> None:
