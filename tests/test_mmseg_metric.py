@@ -95,7 +95,8 @@ def test_the_logged_table_and_per_class_values_with_unround_ious(monkeypatch):
     assert result["mAcc"] == round(100 * (2 / 3 + 1 + 0) / 3, 2)
     assert result["aAcc"] == round(100 * 5 / 7, 2)
     assert result["mIoU_seen"] == round(100 * (2 / 3 + 3 / 5) / 2, 2) and result["mIoU_unseen"] == 0.0
-    table = logged[-1].strip().splitlines()
+    assert len(logged) == 2 and logged[0] == "per class results:"
+    table = logged[1].strip().splitlines()
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table if line.startswith("|")]
     assert rows == [
         ["Class", "IoU", "Acc", "Split"],
