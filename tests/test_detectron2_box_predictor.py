@@ -3,17 +3,25 @@ learned ("rand") weights, bias and class counts; the federated sigmoid and softm
 classes, the box regression and the image-label loss; the probabilities and the proposal-score product at
 inference. (tests/test_detic_parity.py compares whole models with Detic's own; these are the fast, local checks.)"""
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from pomp_plugins.detectron2 import PompConfigError, ZeroShotBoxClassifier, ZeroShotFastRCNNOutputLayers
+from pomp_plugins.detectron2 import (
+    PompConfigError,
+    ZeroShotBoxClassifier,
+    ZeroShotFastRCNNOutputLayers,
+    add_pomp_config,
+)
 from pomp_plugins.detectron2.fast_rcnn import fed_loss_classes
 from pomp_plugins.prompt import EmbeddingFileError
 
@@ -171,6 +179,9 @@ def test_losses_are_the_classification_loss_and_the_l1_box_loss_over_all_boxes()
     box_targets = Box2BoxTransform(WEIGHTS).get_deltas(proposals.proposal_boxes.tensor, proposals.gt_boxes.tensor)
     torch.testing.assert_close(losses["loss_box_reg"], (deltas[:2] - box_targets[:2]).abs().sum() / 3)
     assert set(losses) == {"loss_cls", "loss_box_reg"}
+    with EventStorage():  # a batch without proposals: zero losses
+        empty = model.losses((scores[:0], deltas[:0]), [])
+    assert {k: v.item() for k, v in empty.items()} == {"loss_cls": 0.0, "loss_box_reg": 0.0}
 
 
 def test_federated_loss_needs_class_weights():
@@ -188,14 +199,14 @@ def test_the_image_label_loss_as_softmax_and_with_an_image_without_proposals():
     proposals adds 0 but still counts in the mean over images."""
     model = predictor(softmax_weak_loss=True, image_loss_weight=0.25)
     proposals = []
-    for boxes in ([[0, 0, 10, 10], [0, 0, 50, 40], [0, 0, 64, 64]], [[1, 1, 9, 9]], []):
+    for boxes in ([[0, 0, 10, 10], [0, 0, 50, 40], [0, 0, 64, 64]], [], [[1, 1, 9, 9]]):
         p = Instances((64, 64))
         p.proposal_boxes = Boxes(torch.tensor(boxes, dtype=torch.float).reshape(-1, 4))
         proposals.append(p)
     scores, deltas = torch.randn(4, NUM_CLASSES + 1) * 3, torch.randn(4, 4)
-    losses = model.image_label_losses((scores, deltas), proposals, [[2, 5], [0], [3]])
+    losses = model.image_label_losses((scores, deltas), proposals, [[2, 5], [3], [0]])
     nll = -scores.log_softmax(-1)
-    expected = ((nll[1, 2] + nll[1, 5]) / 2 + nll[3, 0] + 0.0) / 3  # a single proposal is its own largest
+    expected = ((nll[1, 2] + nll[1, 5]) / 2 + 0.0 + nll[3, 0]) / 3  # a single proposal is its own largest
     torch.testing.assert_close(losses["image_loss"], 0.25 * expected)
     assert losses["loss_cls"].item() == 0 and losses["loss_box_reg"].item() == 0
 
@@ -224,9 +235,9 @@ def test_inference_scores_are_the_probabilities_times_the_proposal_score_square_
 
 
 def test_sigmoid_ce_starts_the_linear_classifier_at_the_prior_and_the_regression_kinds():
-    linear = predictor(zero_shot=False, use_sigmoid_ce=True, prior_prob=0.02, cls_agnostic_bbox_reg=False)
+    linear = predictor(zero_shot=False, use_sigmoid_ce=True, cls_agnostic_bbox_reg=False)  # PRIOR_PROB 0.01
     assert not linear.zero_shot and linear.class_specific_regression
-    torch.testing.assert_close(linear.cls_score.bias, torch.full((NUM_CLASSES + 1,), -math.log(0.98 / 0.02)))
+    torch.testing.assert_close(linear.cls_score.bias, torch.full((NUM_CLASSES + 1,), -math.log(0.99 / 0.01)))
     zero_shot = predictor(use_sigmoid_ce=True)
     assert zero_shot.zero_shot and not zero_shot.class_specific_regression
     assert zero_shot.bbox_pred[0].in_features == IN_FEATURES and zero_shot.bbox_pred[-1].out_features == 4
@@ -235,3 +246,36 @@ def test_sigmoid_ce_starts_the_linear_classifier_at_the_prior_and_the_regression
     scores, deltas = zero_shot(x[:, :, None, None])  # region features are flattened
     torch.testing.assert_close(scores, zero_shot.cls_score(x))
     torch.testing.assert_close(deltas, zero_shot.bbox_pred[2](zero_shot.bbox_pred[0](x).relu()))
+
+
+def test_the_config_keys_reach_the_predictor(tmp_path):
+    """Each Detic key to its argument; the classifier from the .npy (normalised columns and a zero background),
+    the federated-loss weights the cat-info image counts to the power FED_LOSS_FREQ_WEIGHT, zero-padded."""
+    embeddings = np.random.default_rng(0).standard_normal((NUM_CLASSES, DIM)).astype(np.float32)
+    np.save(tmp_path / "classes.npy", embeddings)
+    counts = [4, 9, 0, 16, 1]  # one class fewer than the model's
+    (tmp_path / "cat_info.json").write_text(json.dumps([{"id": i + 1, "image_count": c} for i, c in enumerate(counts)]))
+    cfg = get_cfg()
+    add_pomp_config(cfg)
+    box = cfg.MODEL.ROI_BOX_HEAD
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = NUM_CLASSES
+    box.USE_ZEROSHOT_CLS, box.ZEROSHOT_WEIGHT_PATH, box.ZEROSHOT_WEIGHT_DIM = True, str(tmp_path / "classes.npy"), DIM
+    box.CAT_FREQ_PATH, box.FED_LOSS_FREQ_WEIGHT, box.USE_FED_LOSS, box.FED_LOSS_NUM_CAT = (
+        str(tmp_path / "cat_info.json"),
+        0.5,
+        True,
+        3,
+    )
+    box.USE_SIGMOID_CE, box.MULT_PROPOSAL_SCORE, box.IGNORE_ZERO_CATS, box.SOFTMAX_WEAK_LOSS = True, True, True, True
+    box.IMAGE_LOSS_WEIGHT, box.PRIOR_PROB, box.NORM_TEMP, box.USE_BIAS = 0.3, 0.05, 20.0, -1.5
+    box.CLS_AGNOSTIC_BBOX_REG = True
+    model = ZeroShotFastRCNNOutputLayers(cfg, ShapeSpec(channels=IN_FEATURES))
+    assert (model.use_sigmoid_ce, model.mult_proposal_score, model.use_fed_loss, model.ignore_zero_cats) == (True,) * 4
+    assert (model.softmax_weak_loss, model.fed_loss_num_cat, model.image_loss_weight) == (True, 3, 0.3)
+    torch.testing.assert_close(model.freq_weight, torch.tensor([2.0, 3.0, 0.0, 4.0, 1.0, 0.0]))
+    classifier = model.cls_score
+    assert not isinstance(classifier.zs_weight, torch.nn.Parameter) and classifier.cls_bias.item() == -1.5
+    assert classifier.norm_temperature == 20.0 and classifier.linear.in_features == IN_FEATURES
+    columns = torch.from_numpy(embeddings).t()
+    expected = torch.cat([columns / columns.norm(dim=0, keepdim=True), torch.zeros(DIM, 1)], dim=1)
+    torch.testing.assert_close(classifier.zs_weight, expected)
