@@ -15,7 +15,8 @@ from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
-from pomp_plugins.detectron2 import PompConfigError, add_pomp_config
+from pomp_plugins.detectron2 import PompConfigError, add_pomp_config, fast_rcnn, roi_heads
+from pomp_plugins.detectron2.vocabulary import config_class_embeddings
 
 CONFIG = Path(__file__).resolve().parent.parent / "detectron2_configs" / "POMP-Tiny-CPU.yaml"
 NUM_CLASSES, DIM, CHANNELS = 6, 64, 64
@@ -112,8 +113,17 @@ def test_each_stage_scales_its_gradient_by_one_over_the_stages(embeddings_file):
         torch.testing.assert_close(a, b.grad / 3)
 
 
-def test_every_stage_gets_the_classifier_and_the_inference_vocabulary(embeddings_file):
+def test_every_stage_gets_the_classifier_and_the_inference_vocabulary(embeddings_file, monkeypatch):
+    calls = []
+
+    def counted(cfg):
+        calls.append(cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH)
+        return config_class_embeddings(cfg)
+
+    for module in (roi_heads, fast_rcnn):
+        monkeypatch.setattr(module, "config_class_embeddings", counted)
     model = heads(embeddings_file)
+    assert calls == [str(embeddings_file)]  # read (or encoded) once for the three stages
     predictors = model.box_predictors
     assert len(predictors) == 3 and model.num_test_classes == NUM_CLASSES and model.embedding_dim == DIM
     columns = torch.from_numpy(np.load(embeddings_file)).t()
