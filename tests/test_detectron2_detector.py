@@ -261,7 +261,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch(toy, variant):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
     history = []
     with EventStorage():
-        for step in range(12):
+        for step in range(8):  # most of the fall is in the first steps (to about 0.35-0.4 of the first loss)
             losses = model(batches[step % len(batches)])
             history.append(sum(losses.values()).item())
             optimizer.zero_grad()

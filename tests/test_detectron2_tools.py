@@ -128,12 +128,12 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
         "SOLVER.AMP.ENABLED",
         "True",
         "SEED",
-        "1",
+        "2",  # the loader then draws an image-labelled batch, then a box batch
         "SOLVER.MAX_ITER",
-        "8",
-        "SOLVER.TRAIN_ITER",
         "4",
-    )  # 4 iterations of an 8-iteration schedule
+        "SOLVER.TRAIN_ITER",
+        "2",
+    )  # 2 iterations of a 4-iteration schedule (AMP steps are slow on a CPU: ~2 s each)
     assert (
         train_net.run_tool(
             train_net.cli,
@@ -142,8 +142,9 @@ def test_train_net_trains_then_evaluates_on_lvis_and_coco(toy, tmp_path, capsys)
         == 0
     )
     metrics = [json.loads(line) for line in (tmp_path / "detic" / "metrics.json").read_text().splitlines()]
-    assert max(m["iteration"] for m in metrics) == 3
-    assert any("image_loss_stage2" in m for m in metrics) and (tmp_path / "detic" / "model_final.pth").is_file()
+    assert max(m["iteration"] for m in metrics) == 1
+    assert any(m.get("image_loss_stage2", 0) > 0 for m in metrics)  # an image-labelled batch was trained on
+    assert (tmp_path / "detic" / "model_final.pth").is_file()
     assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
     assert train_net.run_tool(train_net.cli, toy_args(toy, tmp_path, *no_test)) == 0
     weights = tmp_path / "model_final.pth"

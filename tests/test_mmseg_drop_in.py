@@ -14,7 +14,14 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
-from pomp_plugins.mmseg import TextClassifierHead, TextConvSeg, set_vocabulary
+from pomp_plugins.mmseg import (
+    TextClassifierHead,
+    TextConvSeg,
+    VocabularyClassifier,
+    drop_in,
+    replace_conv_seg,
+    set_vocabulary,
+)
 from pomp_plugins.mmseg.drop_in import UNTRAINED_LOGIT
 
 register_all_modules()
@@ -102,7 +109,9 @@ def test_a_training_step_with_a_split_has_the_loss_of_the_model_without_the_unse
     torch.testing.assert_close(expected["decode.loss_ce"], per_pixel.mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_drop_in_masks_unseen_logits_in_training_only():
+def test_drop_in_masks_unseen_logits_in_training_only(monkeypatch):
+    logged = []
+    monkeypatch.setattr(drop_in, "print_log", lambda message, logger=None: logged.append(message))
     head = MODELS.build(
         dict(
             type="TextClassifierHead",
@@ -117,7 +126,8 @@ def test_drop_in_masks_unseen_logits_in_training_only():
     )
     assert type(head).__name__ == "TextClassifierFCNHead"
     assert isinstance(head, TextClassifierHead) and isinstance(head, MODELS.get("FCNHead"))
-    assert head.num_classes == 5  # from the classes, not the inherited 150
+    assert head.num_classes == 5  # from the classes, not the inherited 150, and the replacement is logged
+    assert logged == ["TextClassifierHead: num_classes 150 -> 5 (the classes of 'custom')"]
     x = [torch.randn(1, 16, 8, 8)]
     train_logits = head.train()(x)
     assert (train_logits[:, 3] == UNTRAINED_LOGIT).all() and (train_logits[:, [0, 1, 2, 4]].abs() <= 50).all()
@@ -126,6 +136,27 @@ def test_drop_in_masks_unseen_logits_in_training_only():
     clone = pickle.loads(pickle.dumps(head))
     torch.testing.assert_close(clone(x), eval_logits)
     assert type(copy.deepcopy(head)) is type(head)
+
+
+def test_text_conv_seg_is_a_1x1_projection_then_temperature_cosines_per_pixel():
+    classifier = VocabularyClassifier(**TEXT, temperature=40.0)
+    conv_seg = TextConvSeg(16, classifier)
+    features = torch.randn(2, 16, 5, 7)
+    weight, bias = conv_seg.proj.weight[:, :, 0, 0], conv_seg.proj.bias
+    embeddings = torch.einsum("dc,bchw->bhwd", weight, features) + bias
+    text = classifier.class_embeddings
+    expected = 40.0 * torch.einsum("bhwd,kd->bkhw", embeddings / embeddings.norm(dim=-1, keepdim=True), text)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_seg.eval()(features), expected, atol=1e-4, rtol=1e-5)
+        train = conv_seg.train()(features)
+    assert (train[:, 3] == UNTRAINED_LOGIT).all()
+    torch.testing.assert_close(train[:, [0, 1, 2, 4]], expected[:, [0, 1, 2, 4]], atol=1e-4, rtol=1e-5)
+
+    stock = MODELS.build(dict(type="FCNHead", in_channels=16, channels=8, num_convs=1, num_classes=150))
+    assert replace_conv_seg(stock, classifier) is stock and isinstance(stock.conv_seg, TextConvSeg)
+    assert stock.num_classes == stock.out_channels == 5 and stock.conv_seg.proj.in_channels == 8
+    with pytest.raises(TypeError, match="has no 1x1 Conv2d conv_seg to replace \\(found None\\)"):
+        replace_conv_seg(torch.nn.Module(), classifier)
 
 
 def test_bad_drop_in_configs_fail_at_build_time():

@@ -3,8 +3,10 @@
 classifier, the zero-shot rules, and the CLIP stage, on the tiny config and the tiny random-weight CLIP."""
 
 import copy
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pomp_plugins.mmseg import set_vocabulary
 from pomp_plugins.mmseg.clip_stage import CLIPProposalClassifier, geometric_ensemble, mask_boxes
+from pomp_plugins.mmseg.zsseg_head import QueryTextClassifier
 from pomp_plugins.prompt import Prompt, PromptWidthError, VocabularyError, save_prompt, template_embeddings
 
 register_all_modules()
@@ -139,13 +142,22 @@ def test_query_classifier_is_zssegs_mlp_and_cosine_with_void():
     classifier = head.cls_embed
     mlp = [m for m in classifier.embed if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in mlp] == [(32, 64), (64, head.classifier.dim)]
-    query = torch.randn(3, 32)
+    query = torch.randn(2, 3, 32)  # [batch, queries, feat], as the decoder gives them
+    with torch.no_grad():
+        classifier.void_embedding.mul_(3.0)  # a trained void embedding need not be of unit norm
     embedding = mlp[1](torch.relu(mlp[0](query)))
     text = F.normalize(head.classifier.class_embeddings, dim=-1)
-    void = F.normalize(classifier.void_embedding, dim=0)
-    expected = 100 * F.normalize(embedding, dim=-1) @ torch.cat((text, void[None])).t()
+    void = classifier.void_embedding / classifier.void_embedding.norm()
+    expected = 100 * (embedding / embedding.norm(dim=-1, keepdim=True)) @ torch.cat((text, void[None])).t()
     torch.testing.assert_close(classifier.eval()(query), expected)
     assert head.loss_cls.class_weight == [1.0] * 5 + [0.1] and head.class_weight == head.loss_cls.class_weight
+
+
+def test_the_void_embedding_starts_as_zssegs_n0_d_to_the_minus_half():
+    text = types.SimpleNamespace(dim=4096)
+    torch.manual_seed(0)
+    void = QueryTextClassifier(32, text).void_embedding
+    assert void.shape == (4096,) and void.std().item() == pytest.approx(4096**-0.5, rel=0.05)
 
 
 def test_unseen_classes_are_out_of_training_and_contribute_nothing():
@@ -172,17 +184,22 @@ def test_unseen_classes_are_out_of_training_and_contribute_nothing():
     unseen_pixels[:, :4, :4] = 3  # the pipeline failed to ignore unseen pixels
     with pytest.raises(ValueError, match=r"\['water'\].*IgnoreUnseenClasses"):
         head.loss(feats, data_samples(unseen_pixels), None)
+    unseen_pixels[:, :4, :4] = 5  # one past the vocabulary
+    with pytest.raises(ValueError, match=r"classes \[5\] that are not trained on"):
+        head.loss(feats, data_samples(unseen_pixels), None)
 
 
 def test_semantic_inference_is_maskformers():
+    """The last decoder layer's outputs; the masks resized to the first image's img_shape (as mmseg's MaskFormer:
+    one image per test batch)."""
     head = MODELS.build(zsseg_cfg()).eval()
-    class_logits = torch.randn(1, 1, 8, 6)
-    mask_logits = torch.randn(1, 1, 8, 8, 8)
+    class_logits = torch.randn(2, 2, 8, 6)  # [decoder layers, batch, queries, classes + void]
+    mask_logits = torch.randn(2, 2, 8, 8, 8)
     head.forward = lambda x, samples=None: (class_logits, mask_logits)
-    out = head.predict(features(1), [dict(img_shape=(30, 28))], None)
-    masks = F.interpolate(mask_logits[0], size=(30, 28), mode="bilinear", align_corners=False)[0].sigmoid()
-    expected = torch.einsum("qc,qhw->chw", class_logits[0, 0].softmax(-1)[:, :5], masks)
-    torch.testing.assert_close(out[0], expected)
+    out = head.predict(features(2), [dict(img_shape=(30, 28)), dict(img_shape=(20, 24))], None)
+    masks = F.interpolate(mask_logits[1], size=(30, 28), mode="bilinear", align_corners=False).sigmoid()
+    expected = torch.einsum("bqc,bqhw->bchw", class_logits[1].softmax(-1)[..., :5], masks)
+    torch.testing.assert_close(out, expected)
 
 
 def test_in_index_selects_the_levels_read():
@@ -194,6 +211,10 @@ def test_in_index_selects_the_levels_read():
         torch.testing.assert_close(shifted([torch.zeros(1, 4, 2, 2)] + feats)[1], plain(feats)[1])
     with pytest.raises(ValueError, match="in_index"):
         MODELS.build(zsseg_cfg(in_index=[0, 1]))
+    defaults = zsseg_cfg(in_index=None)
+    del defaults["clip_stage"]
+    head = MODELS.build(defaults)  # every level in order, and no CLIP stage
+    assert head.in_index == [0, 1, 2, 3] and head.clip_stage is None and head.clip_text is None
 
 
 def test_vocabulary_swap_updates_classes_and_class_weights():
@@ -209,6 +230,23 @@ def test_vocabulary_swap_updates_classes_and_class_weights():
     assert result.seg_logits.data.shape == (3, 64, 64) and int(result.pred_sem_seg.data.max()) < 3
 
 
+CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1) * 255
+CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1) * 255
+
+
+def zsseg_region_probs(clip, image, region, text):
+    """ZSSeg's MaskFormerClipAdapter on one boolean region [H, W] of image [3, H, W], written out: crop to the
+    region's box, fill outside it with CLIP's mean colour, normalise, bicubic to the input size, 100 x cos, softmax."""
+    rows, cols = region.any(1).nonzero()[:, 0], region.any(0).nonzero()[:, 0]
+    t, b, left, r = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    mask = region.float()[None, t:b, left:r]
+    pixels = image[:, t:b, left:r] * mask + (1 - mask) * CLIP_MEAN
+    x = F.interpolate(((pixels - CLIP_MEAN) / CLIP_STD)[None], size=(32, 32), mode="bicubic")
+    with torch.no_grad():
+        feature = F.normalize(clip.model.encode_image(x), dim=-1)
+    return (100 * feature @ text.t()).softmax(-1)[0]
+
+
 def test_clip_stage_pieces():
     masks = torch.zeros(2, 8, 8, dtype=torch.bool)
     masks[0, 2:5, 3:7] = True
@@ -221,6 +259,21 @@ def test_clip_stage_pieces():
     torch.testing.assert_close(
         geometric_ensemble(head, clip, torch.tensor([False]), seen, 0.8), head.pow(torch.tensor([0.8, 0.2]))
     )
+
+
+def test_clip_stage_arguments_and_it_follows_the_images_device(tiny_clip):
+    assert CLIPProposalClassifier(tiny_clip, weight=0.0).weight == 0.0  # the head alone
+    assert CLIPProposalClassifier(tiny_clip, weight=1.0).weight == 1.0
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="weight must be in \\[0, 1\\]"):
+            CLIPProposalClassifier(tiny_clip, weight=bad)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="mask_threshold must be in \\(0, 1\\)"):
+            CLIPProposalClassifier(tiny_clip, mask_threshold=bad)
+    stage = CLIPProposalClassifier(copy.deepcopy(tiny_clip))
+    stage._follow(torch.device("meta"))  # any device the images are on (meta: no memory, no GPU needed)
+    assert {p.device.type for p in stage.clip.model.parameters()} == {"meta"}
+    assert stage.mean.device.type == stage.std.device.type == "meta"
 
 
 def test_clip_regions_are_cropped_filled_and_resized_as_zsseg_does(tiny_clip):
@@ -238,15 +291,7 @@ def test_clip_regions_are_cropped_filled_and_resized_as_zsseg_does(tiny_clip):
 
     # MaskFormerClipAdapter._preprocess_image with crop_with_mask: fill with CLIP's mean colour, then normalise,
     # then bicubic to the input size; logits 100 x cos, softmax over the classes
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1) * 255
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1) * 255
-    expected = []
-    for index, (t, b, l, r) in ((0, (5, 20, 10, 41)), (2, (0, 40, 0, 50))):
-        mask = (mask_probs[index] > 0.4).float()[None, t:b, l:r]
-        region = image[:, t:b, l:r] * mask + (1 - mask) * mean
-        region = F.interpolate(((region - mean) / std)[None], size=(32, 32), mode="bicubic")
-        feature = F.normalize(tiny_clip.model.encode_image(region), dim=-1)
-        expected.append((100 * feature @ text.t()).softmax(-1)[0])
+    expected = [zsseg_region_probs(tiny_clip, image, mask_probs[index] > 0.4, text) for index in (0, 2)]
     torch.testing.assert_close(probs[[0, 2]], torch.stack(expected), atol=1e-5, rtol=1e-4)
 
 
@@ -293,6 +338,13 @@ def test_bad_input_fails_at_build_time(tmp_path):
         MODELS.build(zsseg_cfg(text_classifier=None))
     with pytest.raises(ValueError, match="class_weight"):
         MODELS.build(zsseg_cfg(loss_cls=dict(type="mmdet.CrossEntropyLoss", class_weight=[1.0] * 6)))
+    with pytest.raises(ValueError, match="clip_stage.text needs one of prompt, hard_prompt, templates"):
+        MODELS.build(zsseg_cfg(clip_stage=dict(text=dict(clip_model="pomp-tiny"))))
+    np.save(tmp_path / "classes.npy", np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32))
+    from_file = dict(text, hard_prompt=None, embedding_file=str(tmp_path / "classes.npy"), clip_model=None)
+    assert MODELS.build(zsseg_cfg(text_classifier=from_file)).classifier.num_classes == 5  # no CLIP needed
+    with pytest.raises(ValueError, match="needs text_classifier.clip_model"):
+        MODELS.build(zsseg_cfg(text_classifier=from_file, clip_stage=dict(weight=0.8)))
 
 
 def test_zsseg_segmentor_hands_the_head_the_original_rgb_pixels():
@@ -311,3 +363,36 @@ def test_zsseg_segmentor_hands_the_head_the_original_rgb_pixels():
     data = model.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]))
     model.predict(data["inputs"], data["data_samples"])
     torch.testing.assert_close(seen["images"][0], bgr[[2, 1, 0]].float(), atol=1e-3, rtol=0)
+
+
+def test_the_clip_stage_in_the_head_is_zssegs_ensemble_written_out(tiny_clip):
+    """predict with the input images: the mask logits upsampled to the (padded) input, cropped to img_shape; each
+    region where sigmoid(mask logit) > 0.5 (a probability, not the logit, against the threshold) scored by CLIP;
+    p = p_head^(1 - w_c) * p_clip^w_c with w_c = 0.8 for the unseen class and 0.2 for the seen ones; then
+    MaskFormer's sum over the queries."""
+    head = MODELS.build(zsseg_cfg(clip_stage=dict(weight=0.8, mask_threshold=0.5))).eval()
+    g = torch.Generator().manual_seed(5)
+    class_logits = torch.randn(1, 1, 3, 6, generator=g) * 2
+    mask_logits = torch.full((1, 1, 3, 8, 8), -4.0)
+    mask_logits[0, 0, 0, 1:6, 2:7] = 0.3  # sigmoid 0.57: inside, though the logit is below the threshold
+    mask_logits[0, 0, 0, 3, 4] = -4.0  # a hole: the region is no box
+    mask_logits[0, 0, 1] = torch.randn(8, 8, generator=g) * 2  # scattered
+    # query 2: nowhere, so CLIP's probabilities are 1
+    head.forward = lambda x, samples=None: (class_logits, mask_logits)
+    images = torch.rand(1, 3, 32, 32, generator=g) * 255
+    out = head.predict(features(1), [dict(img_shape=(28, 30))], None, images=images)
+
+    masks = F.interpolate(mask_logits[0], size=(32, 32), mode="bilinear", align_corners=False)[0, :, :28, :30]
+    masks = masks.sigmoid()
+    image = images[0, :, :28, :30]
+    text = head.classifier.class_embeddings
+    regions = masks > 0.5
+    assert regions[0].any() and regions[1].any() and not regions[2].any() and not (mask_logits[0, 0, 0] > 0.5).any()
+    clip_probs = torch.stack(
+        [zsseg_region_probs(tiny_clip, image, r, text) if r.any() else torch.ones(5) for r in regions]
+    )
+    exponent = torch.tensor([0.2, 0.2, 0.2, 0.8, 0.2])  # water (3) unseen
+    probs = class_logits[0, 0].softmax(-1)[:, :5] ** (1 - exponent) * clip_probs**exponent
+    expected = torch.einsum("qc,qhw->chw", probs, masks)
+    assert out.shape == (1, 5, 28, 30)
+    torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-4)

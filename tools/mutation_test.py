@@ -33,6 +33,15 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
+_CASCADE, _C4 = "Detic_LbaseI_POMP_R5021k_640b64_4x_ft4x_max-size", "Detic_OVCOCO_POMP_R50_1x_max-size"
+DETIC_PARITY = [
+    f"tests/test_detic_parity.py::test_same_detections[{_CASCADE}-False]",
+    f"tests/test_detic_parity.py::test_same_detections[{_CASCADE}-True]",
+    f"tests/test_detic_parity.py::test_same_losses[{_CASCADE}]",
+    f"tests/test_detic_parity.py::test_same_detections[{_C4}-False]",
+    f"tests/test_detic_parity.py::test_same_losses[{_C4}]",
+]
+
 # module -> the fast tests that exercise it (smallest selection that covers it).
 MODULES: dict[str, list[str]] = {
     "pomp_plugins/prompt/loss.py": ["tests/test_loss.py"],
@@ -57,6 +66,29 @@ MODULES: dict[str, list[str]] = {
         "tests/test_eval_zeroshot.py::test_openai_ensemble_is_the_mean_of_open_clips_template_embeddings",
         "tests/test_zeroshot_metrics.py",
     ],
+    "pomp_plugins/detectron2/zero_shot.py": [
+        "tests/test_detectron2_classifier.py",
+        "tests/test_detectron2_box_predictor.py",
+    ],
+    # Detic's own model (the test-only oracle) on one cascade (sigmoid CE, federated loss, image labels) and one C4
+    # (ignored zero-count classes, image labels) config: the parity tests of these two pairs only (~35 s)
+    "pomp_plugins/detectron2/fast_rcnn.py": [
+        "tests/test_detectron2_box_predictor.py",
+        "tests/test_detectron2_detector.py::test_image_label_loss_is_detics_max_size_loss",
+        "tests/test_detectron2_detector.py::test_training_without_class_frequencies_fails_clearly",
+        *DETIC_PARITY,
+    ],
+    "pomp_plugins/detectron2/roi_heads.py": ["tests/test_detectron2_roi_heads.py", *DETIC_PARITY],
+    "pomp_plugins/mmseg/zsseg_head.py": ["tests/test_zsseg_head.py"],
+    "pomp_plugins/mmseg/drop_in.py": ["tests/test_mmseg_drop_in.py"],
+    "pomp_plugins/mmseg/classifier.py": [
+        "tests/test_mmseg_drop_in.py::test_drop_in_masks_unseen_logits_in_training_only",
+        "tests/test_mmseg_drop_in.py::test_a_training_step_with_a_split_has_the_loss_of_the_model_without_the_unseen_channels",
+        "tests/test_zsseg_head.py",
+        "tests/test_mmseg_classifier.py",
+    ],
+    "pomp_plugins/mmseg/clip_stage.py": ["tests/test_zsseg_head.py"],
+    "pomp_plugins/mmseg/metric.py": ["tests/test_mmseg_metric.py"],
 }
 
 # Mutants poodle makes that cannot change a result, keyed by (module, line, mutant text). Anything that survives
@@ -68,6 +100,11 @@ GPU_ONLY = (
 BATCHING = (
     "equivalent: the text batch size; batches are cut after their last EOT and results do not depend on "
     "it (tests/test_text_encoder.py::test_batching_and_length_sorting_do_not_change_results)"
+)
+ONE_ELEMENT = "equivalent: `new_zeros([1])` has one element, `[-1]` is `[0]`"
+PLACEHOLDER = (
+    "equivalent: the placeholder buffers `trained` and `seen` are replaced by `_set` before `__init__` returns; "
+    "their first size never shows"
 )
 SURVIVORS: dict[tuple[str, int, str], str] = {
     ("pomp_plugins/pretrain/data.py", 29, "-1"): "equivalent: `generate_state(1)` has one word, `[-1]` is `[0]`",
@@ -89,6 +126,28 @@ SURVIVORS: dict[tuple[str, int, str], str] = {
     "code for the same features (the tools compile only on request; slower, not different)",
     ("pomp_plugins/classification/zeroshot.py", 130, "' '"): "harmless: the progress bar's length (display only; "
     "ignored while the bar is off)",
+    ("pomp_plugins/mmseg/classifier.py", 71, "1"): PLACEHOLDER,
+    ("pomp_plugins/mmseg/classifier.py", 72, "1"): PLACEHOLDER,
+    ("pomp_plugins/mmseg/clip_stage.py", 115, "+1"): "equivalent: the logits are `[K, C]`, dimension 1 is the last",
+    ("pomp_plugins/mmseg/drop_in.py", 118, "' '"): "equivalent: `__new__` reads only `head_type` (`text_classifier` "
+    "is `__init__`'s)",
+    ("pomp_plugins/mmseg/drop_in.py", 125, "' '"): "equivalent: `__init__` never reads `head_type` (`__new__` chose "
+    "the class from it)",
+    ("pomp_plugins/mmseg/metric.py", 19, "a * b"): "equivalent on IoUs: for a, b in [0, 100] or NaN, `a + b` and "
+    "`a * b` are NaN together",
+    ("pomp_plugins/mmseg/metric.py", 84, "None"): "equivalent: without a split only mIoU is reported and the table has "
+    "no split column; `iou[None]` has the same mean",
+    ("pomp_plugins/detectron2/fast_rcnn.py", 200, "-1"): ONE_ELEMENT,
+    ("pomp_plugins/detectron2/fast_rcnn.py", 242, "-1"): ONE_ELEMENT,
+    ("pomp_plugins/detectron2/fast_rcnn.py", 202, "2"): "equivalent: the target gets one more column, which the "
+    "next line cuts off with the background's (`target[:, :num_classes]`)",
+    ("pomp_plugins/detectron2/roi_heads.py", 77, "-1"): "equivalent: every stage classifies the same inference "
+    "classes (`set_test_class_embeddings` sets them all), the last stage's count is the first's",
+    ("pomp_plugins/detectron2/roi_heads.py", 159, "-1"): "equivalent: every image's proposals are on the same device",
+    ("pomp_plugins/detectron2/roi_heads.py", 269, "-1"): "equivalent: a zero (`* 0.0`) connected to the deltas "
+    "instead of the scores; both are in the box losses of the same batch already",
+    ("pomp_plugins/mmseg/zsseg_head.py", 279, "+2"): "equivalent: the images are `[B, 3, H, W]`, `shape[2:]` is "
+    "`shape[-2:]`",
 }
 
 SAMPLE = 40  # mutants per module (~5 s each on 2 shared cores), unless SAMPLES says otherwise; 0: all
@@ -97,9 +156,17 @@ SAMPLES = {
     "pomp_plugins/pretrain/gradient.py": 0,
     "pomp_plugins/pretrain/objective.py": 50,
     "pomp_plugins/pretrain/data.py": 50,
+    # ~10 s a mutant (mmseg heads), ~30 s (Detic's parity tests): the new modules' run fits in about an hour
+    "pomp_plugins/mmseg/classifier.py": 30,
+    "pomp_plugins/mmseg/drop_in.py": 30,
+    "pomp_plugins/detectron2/fast_rcnn.py": 30,
+    "pomp_plugins/detectron2/roi_heads.py": 30,
 }
 TIMEOUT = "Trial Exceeded Timeout"  # poodle's reason code
-PREIMPORTED = ("torch", "torchvision", "numpy", "PIL.Image", "open_clip", "pytest", "tqdm.auto", "scipy")
+PREIMPORTED = (
+    *("torch", "torchvision", "numpy", "PIL.Image", "open_clip", "pytest", "tqdm.auto", "scipy"),
+    *("detectron2.config", "detectron2.data", "detectron2.modeling", "mmseg.models", "mmseg.evaluation"),
+)
 
 
 def _preimport() -> None:
@@ -316,9 +383,10 @@ def build_report() -> dict:
         "# Mutation testing report",
         "",
         "Generated by `tools/mutation_test.py`: poodle's mutants of each module, one worker, each against the "
-        "module's own fast tests (`-x -m 'not slow'`). *Before*: the tests as they were before this report "
-        "(a snapshot of the tree); *after*: the survivors run again against today's tests (a mutant killed before "
-        "stays killed: tests were only added). Regenerate: see the README's Development section.",
+        "module's own fast tests (`-x -m 'not slow'`). *Before*: the tests as they were when the module was first "
+        "run (a snapshot of the tree: the README names the commits); *after*: the survivors run again against "
+        "today's tests (a mutant killed before stays killed: tests were only added). Regenerate: see the README's "
+        "Development section.",
         "",
         "| module | mutants generated | run | killed before | survived before | killed after | survived after "
         "| score after | tests (after) |",
@@ -387,9 +455,14 @@ def build_report() -> dict:
     after = sum(m["killed_after"] for m in modules)
     lines += [
         "",
-        "*run*: a fixed random sample of the module's mutants (the same every time: `SAMPLE`/`SAMPLES` in "
-        "the script; a full run of the larger modules takes hours on 2 shared cores). A timed-out mutant counts "
-        "as killed. poodle's `String` mutator (texts of messages) is skipped.",
+        "*run*: a fixed random sample of the module's mutants, the same every time (seeded with the module's "
+        "path, `random.Random(module)`; its size is `SAMPLE`/`SAMPLES` in the script: a full run of the larger "
+        "modules takes hours on 2 shared cores). A timed-out mutant counts as killed. poodle's `String` mutator "
+        "(texts of messages) is skipped.",
+        "",
+        "Wall time of the first run per module (s, 2 shared cores): "
+        + ", ".join(f"`{slug(m['module']).split('.', 1)[1]}` {m['wall_s']:.0f}" for m in modules if m["wall_s"])
+        + ".",
         "",
         f"Total: {total} mutants run; killed before {before} ({100 * before / max(total, 1):.1f}%), after "
         f"{after} ({100 * after / max(total, 1):.1f}%).",
