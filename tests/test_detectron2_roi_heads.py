@@ -16,7 +16,7 @@ from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from pomp_plugins.detectron2 import PompConfigError, add_pomp_config, fast_rcnn, roi_heads
-from pomp_plugins.detectron2.vocabulary import config_class_embeddings
+from pomp_plugins.detectron2.vocabulary import training_class_embeddings
 
 CONFIG = Path(__file__).resolve().parent.parent / "detectron2_configs" / "POMP-Tiny-CPU.yaml"
 NUM_CLASSES, DIM, CHANNELS = 6, 64, 64
@@ -118,10 +118,10 @@ def test_every_stage_gets_the_classifier_and_the_inference_vocabulary(embeddings
 
     def counted(cfg):
         calls.append(cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH)
-        return config_class_embeddings(cfg)
+        return training_class_embeddings(cfg)
 
     for module in (roi_heads, fast_rcnn):
-        monkeypatch.setattr(module, "config_class_embeddings", counted)
+        monkeypatch.setattr(module, "training_class_embeddings", counted)
     model = heads(embeddings_file)
     assert calls == [str(embeddings_file)]  # read (or encoded) once for the three stages
     predictors = model.box_predictors
