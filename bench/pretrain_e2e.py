@@ -8,7 +8,7 @@ step) and the share of the step's time spent waiting for the data loader. A shar
 bottleneck; near 1, decoding and augmentation on the CPU are, and more workers (or ``--cache-image-features``)
 would help.
 
-    python bench/pretrain_e2e.py --json bench/results/pretrain_e2e_<machine>.json            # tiny CLIP, CPU
+    python bench/pretrain_e2e.py --workers 0,1,2 --json bench/results/pretrain_e2e_<machine>.json   # tiny CLIP, CPU
     python bench/pretrain_e2e.py --model ViT-B-16 --device cuda --workers 1,2,4,8,16 --json pretrain_e2e_h200.json
 """
 
