@@ -75,8 +75,9 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warm
 
 
 def provenance() -> dict:
-    """What a result was measured with: the commit (``-dirty`` with uncommitted changes), CPU threads, the
-    command, torch and the date (``bench/provenance.py`` reconstructs this from git for older results)."""
+    """What a result was measured with: the commit (``-dirty`` with uncommitted changes outside bench/results), CPU
+    threads, the command, torch and the date (``bench/provenance.py`` reconstructs this from git for older
+    results)."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -86,7 +87,8 @@ def provenance() -> dict:
             return None
 
     commit = git("rev-parse", "--short", "HEAD")
-    if commit and git("status", "--porcelain", "--untracked-files=no"):
+    # results written earlier in the same series of runs are not changes to the timed code
+    if commit and git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"):
         commit += "-dirty"
     return {
         "commit": commit,
