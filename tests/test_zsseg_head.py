@@ -273,7 +273,8 @@ def test_clip_stage_arguments_and_it_follows_the_images_device(tiny_clip):
     stage = CLIPProposalClassifier(copy.deepcopy(tiny_clip))
     stage._follow(torch.device("meta"))  # any device the images are on (meta: no memory, no GPU needed)
     assert {p.device.type for p in stage.clip.model.parameters()} == {"meta"}
-    assert stage.mean.device.type == stage.std.device.type == "meta"
+    # the pixel normalisation runs on the images' device too
+    assert stage.clip.normalize_pixels(torch.zeros(3, 2, 2, device="meta")).device.type == "meta"
 
 
 def test_clip_regions_are_cropped_filled_and_resized_as_zsseg_does(tiny_clip):

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                 "output": args.output,
                 "source": args.source,
                 "n_ctx": prompt.n_ctx,
-                "width": prompt.width,
+                "width": prompt.ctx.shape[1],
                 "clip_model": prompt.clip_model,
                 "clip_pretrained": prompt.clip_pretrained,
             }
