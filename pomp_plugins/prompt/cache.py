@@ -91,11 +91,15 @@ class EmbeddingCache:
     def encode(
         self, encoder: PromptedTextEncoder, names: Sequence[str], batch_size: int = 4096, progress: bool = False
     ) -> torch.Tensor:
-        """Unnormalised ``[len(names), D]`` float32 on CPU: ``encoder``'s embeddings of ``names``, read from this
-        cache when an entry exists, else computed (no gradient) and stored."""
+        """:func:`raw_embeddings` of ``names``, read from this cache when an entry exists, else computed and stored."""
+        return self.get_or_compute(
+            self.key(encoder, names), lambda: raw_embeddings(encoder, names, batch_size, progress)
+        )
 
-        def compute() -> torch.Tensor:
-            with torch.no_grad():
-                return encoder.encode_names(names, batch_size=batch_size, normalize=False, progress=progress)
 
-        return self.get_or_compute(self.key(encoder, names), compute)
+def raw_embeddings(
+    encoder: PromptedTextEncoder, names: Sequence[str], batch_size: int = 4096, progress: bool = False
+) -> torch.Tensor:
+    """Unnormalised ``[len(names), D]`` float32 on CPU: ``encoder``'s embeddings of ``names``, without gradient."""
+    with torch.no_grad():
+        return encoder.encode_names(names, batch_size=batch_size, normalize=False, progress=progress).float().cpu()

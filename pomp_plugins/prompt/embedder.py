@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, raw_embeddings
 from .clip import LoadedClip, WeightsUnavailableError, load_clip, normalize_pretrained
 from .prompt_file import Prompt, load_prompt
 from .templates import template_embeddings
@@ -194,9 +194,7 @@ def class_embeddings(
             if cache:
                 embeddings = cache.encode(encoder, names, batch_size, progress)
             else:
-                with torch.no_grad():
-                    embeddings = encoder.encode_names(names, batch_size, normalize=False, progress=progress)
-                embeddings = embeddings.float().cpu()
+                embeddings = raw_embeddings(encoder, names, batch_size, progress)
         if dim is not None and embeddings.shape[1] != dim:
             raise EmbeddingFileError(
                 f"CLIP {clip.name} gives {embeddings.shape[1]}-d text embeddings, but the classifier expects "
